@@ -1,0 +1,30 @@
+//! Plain `#[repr(C)]` types shared by the XDP program (`serveflow-ebpf`) and userspace.
+//!
+//! Everything here is `no_std`, fixed-size and free of padding holes the verifier or `bpftool`
+//! could trip on. The `user` feature adds `aya::Pod` so userspace can read the maps.
+//! Changing any struct here changes the pinned maps' layout: bump [`PIN_SCHEMA`] with it.
+#![no_std]
+
+pub mod counters;
+pub mod flow_key;
+
+pub use counters::XdpCounter;
+pub use flow_key::{FlowKey, FlowStats};
+
+/// Directory under bpffs holding this program's pinned maps; the suffix is the layout version
+/// of every shared struct, so a new layout never reads maps pinned by an old one.
+pub const PIN_SCHEMA: &str = "serveflow_v1";
+
+/// Entries of the kernel flow map (LRU: the least recently seen flow is evicted when full).
+pub const FLOW_MAP_ENTRIES: usize = 1 << 18;
+
+/// Highest RX queue index + 1 that can have an AF_XDP socket.
+pub const MAX_QUEUES: usize = 64;
+
+/// IP protocol numbers the data path tracks.
+pub mod proto {
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+}

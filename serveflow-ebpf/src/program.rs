@@ -1,0 +1,122 @@
+//! The XDP entry point, its maps and the packet parser (BPF target only).
+
+use aya_ebpf::{
+    bindings::{xdp_action, BPF_NOEXIST},
+    btf_maps::{LruHashMap, PerCpuArray, XskMap},
+    helpers::bpf_ktime_get_ns,
+    macros::{btf_map, xdp},
+    programs::XdpContext,
+};
+use serveflow_common::{FlowKey, FlowStats, XdpCounter, FLOW_MAP_ENTRIES, MAX_QUEUES};
+
+use crate::program::parse::{parse_l4, Parsed};
+
+mod parse;
+
+/// Per-flow totals, both directions in one entry; the least recently seen flow is evicted.
+#[btf_map]
+static FLOWS: LruHashMap<FlowKey, FlowStats, FLOW_MAP_ENTRIES> = LruHashMap::new();
+
+/// AF_XDP sockets, indexed by the RX queue they are bound to.
+#[btf_map]
+static XSKS: XskMap<MAX_QUEUES> = XskMap::new();
+
+/// One u64 per [`XdpCounter`] slot, per CPU (no atomics on the hot path).
+#[btf_map]
+static COUNTERS: PerCpuArray<u64, { serveflow_common::counters::XDP_COUNTER_SLOTS }> =
+    PerCpuArray::new();
+
+#[xdp]
+pub fn serveflow(ctx: XdpContext) -> u32 {
+    count(XdpCounter::Packets);
+    match try_serveflow(&ctx) {
+        Ok(action) => action,
+        Err(reason) => {
+            count(reason);
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+/// Returns the action for a TCP/UDP packet, or the reason the packet is passed.
+#[inline(always)]
+fn try_serveflow(ctx: &XdpContext) -> Result<u32, XdpCounter> {
+    let Parsed {
+        src,
+        dst,
+        sport,
+        dport,
+        proto,
+    } = parse_l4(ctx)?;
+    let (key, _reply) = FlowKey::from_endpoints(src, sport, dst, dport, proto);
+    track_flow(&key, (ctx.data_end() - ctx.data()) as u64);
+
+    let queue = ctx.rx_queue_index();
+    if XSKS.get(queue).is_none() {
+        return Err(XdpCounter::PassNoSocket);
+    }
+    match XSKS.redirect(queue, u64::from(xdp_action::XDP_PASS)) {
+        Ok(action) => {
+            count(XdpCounter::Redirected);
+            Ok(action)
+        }
+        // The socket went away between the lookup and the redirect.
+        Err(_) => Err(XdpCounter::PassNoSocket),
+    }
+}
+
+/// Adds one packet of `len` bytes to the flow's entry, creating it on first sight.
+#[inline(always)]
+fn track_flow(key: &FlowKey, len: u64) {
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(stats) = FLOWS.get_ptr_mut(key) {
+        bump(stats, now, len);
+        return;
+    }
+    let fresh = FlowStats {
+        first_seen_ns: now,
+        last_seen_ns: now,
+        packets: 1,
+        bytes: len,
+    };
+    if FLOWS.insert(key, fresh, u64::from(BPF_NOEXIST)).is_ok() {
+        return;
+    }
+    // Another CPU created the entry between our lookup and insert.
+    match FLOWS.get_ptr_mut(key) {
+        Some(stats) => bump(stats, now, len),
+        None => count(XdpCounter::FlowInsertFailed),
+    }
+}
+
+#[inline(always)]
+fn bump(stats: *mut FlowStats, now: u64, len: u64) {
+    // SAFETY: the pointer comes from a successful map lookup and stays valid for this program
+    // run. Two CPUs updating one flow at once can lose an increment; flows are steered to one
+    // queue by RSS, so this is rare and only affects these statistics, never the verdict path.
+    unsafe {
+        (*stats).packets += 1;
+        (*stats).bytes += len;
+        (*stats).last_seen_ns = now;
+    }
+}
+
+#[inline(always)]
+fn count(slot: XdpCounter) {
+    if let Some(value) = COUNTERS.get_ptr_mut(slot as u32) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *value += 1 };
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any program with a reachable panic, so this is never called.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

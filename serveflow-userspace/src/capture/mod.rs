@@ -1,0 +1,3 @@
+//! Packet sources. Each yields raw Ethernet frames to the same parser.
+
+pub mod afxdp;

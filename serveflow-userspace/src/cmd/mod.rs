@@ -1,0 +1,3 @@
+//! Subcommands of the `serveflow` binary, one module each.
+
+pub mod run;

@@ -1,0 +1,74 @@
+//! `serveflow`: the appliance's command line. Each subcommand is a thin shell over the library;
+//! errors reach the operator as one line that says what to do.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+use serveflow::{cmd::run::RunOptions, xdp::AttachMode};
+
+#[derive(Parser)]
+#[command(name = "serveflow", version, about = "Early-packet flow classification on AF_XDP")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach to an interface and receive its TCP/UDP flows through AF_XDP until SIGINT/SIGTERM.
+    Run {
+        /// Interface to attach to.
+        #[arg(short, long)]
+        interface: String,
+        /// XDP attach mode: native (driver) or skb (generic).
+        #[arg(short, long, value_enum, default_value_t = AttachMode::Native)]
+        mode: AttachMode,
+        /// AF_XDP sockets to open, one per RX queue from 0 (default: every RX queue).
+        #[arg(long)]
+        queues: Option<u32>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Also write the summary as JSON to this file.
+        #[arg(long)]
+        summary: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_target(false)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run {
+            interface,
+            mode,
+            queues,
+            duration,
+            summary,
+        } => {
+            let duration = match duration.map(Duration::try_from_secs_f64).transpose() {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("serveflow: error: --duration: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            serveflow::cmd::run::run(&RunOptions {
+                interface,
+                mode,
+                queues,
+                duration,
+                summary,
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("serveflow: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

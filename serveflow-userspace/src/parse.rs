@@ -1,0 +1,293 @@
+//! Userspace packet parser: one path for frames from AF_XDP and from capture files.
+//!
+//! It follows the XDP program's rules exactly (same VLAN depth, same IPv6 extension walk, same
+//! reasons for skipping a packet), so a frame the kernel redirected always parses here to the
+//! same [`FlowKey`], and a frame replayed from a file is treated as it would be live.
+//! Parsing borrows the frame and allocates nothing.
+
+use serveflow_common::{flow_key::ipv4_mapped, proto, FlowKey, XdpCounter};
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const MAX_VLAN_TAGS: usize = 2;
+const MAX_IPV6_EXT: usize = 6;
+const MAX_L4_OFFSET: usize = 512;
+
+/// Why a frame carries no trackable TCP/UDP flow. Shares its meaning (and counter slot) with
+/// the XDP program's pass reasons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Skip {
+    /// Not IPv4/IPv6.
+    #[error("not an IP packet")]
+    NotIp,
+    /// IP, but neither TCP nor UDP.
+    #[error("neither TCP nor UDP")]
+    NotTcpUdp,
+    /// An IP fragment.
+    #[error("IP fragment")]
+    Fragment,
+    /// The frame ends inside a header.
+    #[error("truncated header")]
+    Truncated,
+    /// A header field is impossible.
+    #[error("malformed header")]
+    Malformed,
+}
+
+impl Skip {
+    /// The XDP counter slot with the same meaning.
+    pub fn counter(self) -> XdpCounter {
+        match self {
+            Skip::NotIp => XdpCounter::PassNotIp,
+            Skip::NotTcpUdp => XdpCounter::PassNotTcpUdp,
+            Skip::Fragment => XdpCounter::PassFragment,
+            Skip::Truncated => XdpCounter::PassTruncated,
+            Skip::Malformed => XdpCounter::PassMalformed,
+        }
+    }
+}
+
+/// IP version of a parsed packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpVersion {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+/// A TCP/UDP packet's addresses and header offsets, borrowed from its frame.
+#[derive(Clone, Copy, Debug)]
+pub struct Packet<'a> {
+    /// The whole frame, from the Ethernet header.
+    pub frame: &'a [u8],
+    /// IP version.
+    pub ip: IpVersion,
+    /// Offset of the IP header.
+    pub l3: usize,
+    /// Offset of the TCP/UDP header.
+    pub l4: usize,
+    /// Source address (IPv4-mapped for IPv4).
+    pub src: [u8; 16],
+    /// Destination address (IPv4-mapped for IPv4).
+    pub dst: [u8; 16],
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// 6 (TCP) or 17 (UDP).
+    pub proto: u8,
+}
+
+impl Packet<'_> {
+    /// The direction-normalised key and whether this packet goes from the key's higher
+    /// endpoint to its lower one.
+    pub fn flow_key(&self) -> (FlowKey, bool) {
+        FlowKey::from_endpoints(self.src, self.sport, self.dst, self.dport, self.proto)
+    }
+}
+
+fn bytes<const N: usize>(frame: &[u8], offset: usize) -> Result<[u8; N], Skip> {
+    frame
+        .get(offset..offset.checked_add(N).ok_or(Skip::Truncated)?)
+        .and_then(|s| <[u8; N]>::try_from(s).ok())
+        .ok_or(Skip::Truncated)
+}
+
+fn be16(frame: &[u8], offset: usize) -> Result<u16, Skip> {
+    bytes::<2>(frame, offset).map(u16::from_be_bytes)
+}
+
+/// Parses an Ethernet frame down to its TCP/UDP ports.
+pub fn parse_ethernet(frame: &[u8]) -> Result<Packet<'_>, Skip> {
+    let mut ether_type = be16(frame, 12)?;
+    let mut l3 = ETH_HLEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+            break;
+        }
+        ether_type = be16(frame, l3 + 2)?;
+        l3 += 4;
+    }
+    match ether_type {
+        ETH_P_IPV4 => parse_ipv4(frame, l3),
+        ETH_P_IPV6 => parse_ipv6(frame, l3),
+        _ => Err(Skip::NotIp),
+    }
+}
+
+fn parse_ipv4(frame: &[u8], l3: usize) -> Result<Packet<'_>, Skip> {
+    let h = bytes::<20>(frame, l3)?;
+    if h[0] >> 4 != 4 {
+        return Err(Skip::Malformed);
+    }
+    let ihl = usize::from(h[0] & 0x0f) * 4;
+    if ihl < 20 {
+        return Err(Skip::Malformed);
+    }
+    if u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
+        return Err(Skip::Fragment);
+    }
+    if frame.len() < l3 + ihl {
+        return Err(Skip::Truncated);
+    }
+    let src = ipv4_mapped([h[12], h[13], h[14], h[15]]);
+    let dst = ipv4_mapped([h[16], h[17], h[18], h[19]]);
+    parse_l4(frame, IpVersion::V4, l3, l3 + ihl, h[9], src, dst)
+}
+
+fn parse_ipv6(frame: &[u8], l3: usize) -> Result<Packet<'_>, Skip> {
+    let fixed = bytes::<8>(frame, l3)?;
+    if fixed[0] >> 4 != 6 {
+        return Err(Skip::Malformed);
+    }
+    let src = bytes::<16>(frame, l3 + 8)?;
+    let dst = bytes::<16>(frame, l3 + 24)?;
+    let mut next = fixed[6];
+    let mut offset = l3 + 40;
+    for _ in 0..MAX_IPV6_EXT {
+        match next {
+            0 | 43 | 60 => {
+                let ext = bytes::<2>(frame, offset)?;
+                next = ext[0];
+                offset += (usize::from(ext[1]) + 1) * 8;
+            }
+            51 => {
+                let ext = bytes::<2>(frame, offset)?;
+                next = ext[0];
+                offset += (usize::from(ext[1]) + 2) * 4;
+            }
+            44 => return Err(Skip::Fragment),
+            59 => return Err(Skip::NotTcpUdp),
+            _ => {
+                if offset > MAX_L4_OFFSET {
+                    return Err(Skip::Malformed);
+                }
+                return parse_l4(frame, IpVersion::V6, l3, offset, next, src, dst);
+            }
+        }
+        if offset > MAX_L4_OFFSET {
+            return Err(Skip::Malformed);
+        }
+    }
+    Err(Skip::Malformed)
+}
+
+fn parse_l4(
+    frame: &[u8],
+    ip: IpVersion,
+    l3: usize,
+    l4: usize,
+    ip_proto: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
+) -> Result<Packet<'_>, Skip> {
+    match ip_proto {
+        proto::TCP => {
+            // Same order of checks as the XDP program, so both report the same reason.
+            let ports = bytes::<4>(frame, l4)?;
+            let data_offset = bytes::<1>(frame, l4 + 12)?[0] >> 4;
+            if data_offset < 5 {
+                return Err(Skip::Malformed);
+            }
+            bytes::<20>(frame, l4)?;
+            Ok(Packet {
+                frame,
+                ip,
+                l3,
+                l4,
+                src,
+                dst,
+                sport: u16::from_be_bytes([ports[0], ports[1]]),
+                dport: u16::from_be_bytes([ports[2], ports[3]]),
+                proto: proto::TCP,
+            })
+        }
+        proto::UDP => {
+            let h = bytes::<8>(frame, l4)?;
+            Ok(Packet {
+                frame,
+                ip,
+                l3,
+                l4,
+                src,
+                dst,
+                sport: u16::from_be_bytes([h[0], h[1]]),
+                dport: u16::from_be_bytes([h[2], h[3]]),
+                proto: proto::UDP,
+            })
+        }
+        _ => Err(Skip::NotTcpUdp),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly on purpose")]
+    use super::*;
+    use etherparse::PacketBuilder;
+
+    fn tcp_v4(payload: &[u8]) -> Vec<u8> {
+        let builder = PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(40000, 443, 1, 1024);
+        let mut out = Vec::new();
+        builder.write(&mut out, payload).unwrap();
+        out
+    }
+
+    #[test]
+    fn tcp_over_ipv4() {
+        let frame = tcp_v4(b"hello");
+        let p = parse_ethernet(&frame).unwrap();
+        assert_eq!((p.sport, p.dport, p.proto), (40000, 443, 6));
+        assert_eq!(p.src, ipv4_mapped([10, 0, 0, 1]));
+        assert_eq!((p.l3, p.l4), (14, 34));
+        let (key, reply) = p.flow_key();
+        assert!(!reply);
+        assert_eq!(key.port_lo, 40000);
+    }
+
+    #[test]
+    fn udp_over_ipv6_in_vlan() {
+        let builder = PacketBuilder::ethernet2([2; 6], [4; 6])
+            .single_vlan(7.try_into().unwrap())
+            .ipv6([1; 16], [2; 16], 64)
+            .udp(53, 5353);
+        let mut frame = Vec::new();
+        builder.write(&mut frame, b"q").unwrap();
+        let p = parse_ethernet(&frame).unwrap();
+        assert_eq!((p.ip, p.l3, p.l4), (IpVersion::V6, 18, 58));
+        assert_eq!((p.sport, p.dport, p.proto), (53, 5353, 17));
+    }
+
+    #[test]
+    fn every_truncation_is_reported_not_panicking() {
+        let frame = tcp_v4(b"");
+        for len in 0..frame.len() {
+            let got = parse_ethernet(&frame[..len]);
+            assert_eq!(got.map(|_| ()), Err(Skip::Truncated), "length {len}");
+        }
+    }
+
+    #[test]
+    fn fragments_and_bad_ihl() {
+        let mut frame = tcp_v4(b"x");
+        frame[14 + 6] = 0x20; // MF
+        assert_eq!(parse_ethernet(&frame).map(|_| ()), Err(Skip::Fragment));
+        let mut frame = tcp_v4(b"x");
+        frame[14] = 0x44; // IHL 4 words
+        assert_eq!(parse_ethernet(&frame).map(|_| ()), Err(Skip::Malformed));
+    }
+
+    #[test]
+    fn arp_is_not_ip() {
+        let mut frame = vec![0u8; 42];
+        frame[12] = 0x08;
+        frame[13] = 0x06;
+        assert_eq!(parse_ethernet(&frame).map(|_| ()), Err(Skip::NotIp));
+    }
+}

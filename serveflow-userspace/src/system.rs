@@ -1,0 +1,199 @@
+//! Start-up checks of the host: capabilities, locked-memory limit, bpffs, interfaces.
+//!
+//! Each failure names what is missing and how to fix it, so an operator never has to read a
+//! raw `EPERM` from deep inside a syscall.
+
+use std::{fs, path::Path};
+
+/// A host precondition that is not met.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemError {
+    /// Capabilities missing from the effective set.
+    #[error("missing capabilities: {}. Run as root, or grant them (see deploy/serveflow.service)", .0.join("; "))]
+    MissingCapabilities(Vec<String>),
+    /// bpffs is not mounted where maps are pinned.
+    #[error("{0} is not a bpffs mount: run `mount -t bpf bpf {0}` (or let systemd mount it)")]
+    NoBpffs(String),
+    /// The interface does not exist in this network namespace.
+    #[error("no network interface named {0:?} in this network namespace: list them with `ip link`")]
+    NoInterface(String),
+    /// Reading /proc or /sys failed.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// What was read.
+        path: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+/// A Linux capability and why serveflow needs it.
+struct Needed {
+    bit: u32,
+    name: &'static str,
+    why: &'static str,
+}
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_NET_RAW: u32 = 13;
+const CAP_IPC_LOCK: u32 = 14;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_BPF: u32 = 39;
+
+/// Capabilities `serveflow run` needs. CAP_SYS_ADMIN stands in for CAP_BPF on old kernels.
+const NEEDED: [Needed; 3] = [
+    Needed {
+        bit: CAP_BPF,
+        name: "CAP_BPF",
+        why: "load the XDP program and create its maps",
+    },
+    Needed {
+        bit: CAP_NET_ADMIN,
+        name: "CAP_NET_ADMIN",
+        why: "attach XDP to the interface",
+    },
+    Needed {
+        bit: CAP_NET_RAW,
+        name: "CAP_NET_RAW",
+        why: "open AF_XDP sockets",
+    },
+];
+
+/// Reads the effective capability mask of this process.
+fn effective_caps() -> Result<u64, SystemError> {
+    let path = "/proc/self/status";
+    let status = fs::read_to_string(path).map_err(|source| SystemError::Read {
+        path: path.into(),
+        source,
+    })?;
+    Ok(status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0))
+}
+
+fn has(mask: u64, bit: u32) -> bool {
+    mask & (1u64 << bit) != 0
+}
+
+/// Checks the capabilities `serveflow run` needs and raises RLIMIT_MEMLOCK for the AF_XDP
+/// UMEM (which is still charged to it). Lists every missing capability at once.
+pub fn check_run_privileges() -> Result<(), SystemError> {
+    let caps = effective_caps()?;
+    let mut missing: Vec<String> = NEEDED
+        .iter()
+        .filter(|n| !has(caps, n.bit) && !(n.bit == CAP_BPF && has(caps, CAP_SYS_ADMIN)))
+        .map(|n| format!("{} (to {})", n.name, n.why))
+        .collect();
+    if !raise_memlock() && !has(caps, CAP_IPC_LOCK) {
+        missing.push(format!(
+            "CAP_SYS_RESOURCE or CAP_IPC_LOCK (RLIMIT_MEMLOCK is {} KiB, too low to lock the AF_XDP UMEM; or set LimitMEMLOCK=infinity)",
+            memlock_kib()
+        ));
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(SystemError::MissingCapabilities(missing))
+    }
+}
+
+/// Lifts RLIMIT_MEMLOCK to infinity; false when not allowed (no CAP_SYS_RESOURCE).
+fn raise_memlock() -> bool {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid, initialised rlimit struct.
+    let ok = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } == 0;
+    ok || memlock_kib() == u64::MAX / 1024
+}
+
+fn memlock_kib() -> u64 {
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a valid rlimit struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut current) } != 0 {
+        return 0;
+    }
+    current.rlim_cur / 1024
+}
+
+/// bpffs magic number (`BPF_FS_MAGIC` in linux/magic.h).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Checks that `dir` is on a bpffs mount, where maps can be pinned.
+pub fn check_bpffs(dir: &Path) -> Result<(), SystemError> {
+    let not_bpffs = || SystemError::NoBpffs(dir.display().to_string());
+    let c_path =
+        std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| not_bpffs())?;
+    // SAFETY: statfs is plain old data; all-zero is a valid value to be overwritten.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c_path is NUL-terminated and st is a valid out-pointer.
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut st) } != 0 {
+        return Err(not_bpffs());
+    }
+    if st.f_type as i64 == BPF_FS_MAGIC {
+        Ok(())
+    } else {
+        Err(not_bpffs())
+    }
+}
+
+/// An interface's index and its number of RX queues.
+#[derive(Clone, Debug)]
+pub struct Interface {
+    /// Name.
+    pub name: String,
+    /// ifindex.
+    pub index: u32,
+    /// RX queues (from /sys/class/net/NAME/queues/rx-*).
+    pub rx_queues: u32,
+}
+
+/// Looks up an interface in this network namespace.
+pub fn interface(name: &str) -> Result<Interface, SystemError> {
+    let no_iface = || SystemError::NoInterface(name.to_owned());
+    let c_name = std::ffi::CString::new(name).map_err(|_| no_iface())?;
+    // SAFETY: c_name is a valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    if index == 0 {
+        return Err(no_iface());
+    }
+    let queues_dir = format!("/sys/class/net/{name}/queues");
+    let rx_queues = fs::read_dir(&queues_dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count() as u32
+        })
+        .unwrap_or(1)
+        .max(1);
+    Ok(Interface {
+        name: name.to_owned(),
+        index,
+        rx_queues,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_exists_and_bogus_does_not() {
+        assert!(interface("lo").is_ok_and(|i| i.index > 0 && i.rx_queues >= 1));
+        let err = interface("no-such-if0").err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("ip link")));
+    }
+
+    #[test]
+    fn tmp_is_not_bpffs() {
+        let err = check_bpffs(Path::new("/tmp")).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("mount -t bpf")));
+    }
+}

@@ -1,1 +1,9 @@
+//! Test beds for serveflow: throwaway network namespaces joined by a veth pair, crafted frames,
+//! and small captures the project makes itself. Used by the integration tests in `tests/tests`
+//! and by `cargo xtask demo`.
 
+pub mod frames;
+pub mod netns;
+pub mod serveflow_bin;
+
+pub use netns::VethPair;

@@ -1,0 +1,161 @@
+//! The real XDP program run on crafted frames through BPF_PROG_TEST_RUN (no interface needed).
+//!
+//! For every frame: the program's action, the counter slot it bumped, and the flow-map entry
+//! it made must match what serveflow's userspace parser says of the same frame. No socket is
+//! bound in XSKS here, so TCP/UDP packets end as `pass_no_socket` (the live netns test covers
+//! the redirect itself).
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly on purpose")]
+
+use std::collections::HashSet;
+
+use aya::programs::{TestRun, TestRunOptions};
+use serveflow::{parse, xdp};
+use serveflow_common::{FlowKey, XdpCounter};
+use serveflow_testbed::{frames::*, netns::is_root};
+
+const XDP_PASS: u32 = 2;
+
+struct Case {
+    name: &'static str,
+    frame: Vec<u8>,
+    expect: XdpCounter,
+}
+
+fn cases() -> Vec<Case> {
+    let a = [10, 0, 0, 1];
+    let b = [10, 0, 0, 2];
+    let mut v6a = [0u8; 16];
+    v6a[0] = 0xfd;
+    v6a[15] = 1;
+    let mut v6b = v6a;
+    v6b[15] = 2;
+    let tcp = tcp4(a, 1234, b, 80, true, b"");
+    let udp = udp4(a, 5353, b, 53, b"q");
+    let mut cases = vec![
+        Case { name: "tcp/ipv4", frame: tcp.clone(), expect: XdpCounter::PassNoSocket },
+        Case { name: "tcp/ipv4 reply", frame: tcp4(b, 80, a, 1234, true, b""), expect: XdpCounter::PassNoSocket },
+        Case { name: "udp/ipv4", frame: udp.clone(), expect: XdpCounter::PassNoSocket },
+        Case { name: "udp/ipv4 + 8 words of options", frame: with_ipv4_options(&udp, 8), expect: XdpCounter::PassNoSocket },
+        Case { name: "tcp/ipv4 + 10 words of options (max IHL)", frame: with_ipv4_options(&tcp4(a, 7, b, 8, false, b"x"), 10), expect: XdpCounter::PassNoSocket },
+        Case { name: "tcp/ipv6", frame: tcp6(v6a, 4000, v6b, 443, b"x"), expect: XdpCounter::PassNoSocket },
+        Case { name: "udp/ipv6 + hop-by-hop", frame: with_ipv6_ext(&udp6(v6a, 4001, v6b, 53, b"x"), 0), expect: XdpCounter::PassNoSocket },
+        Case { name: "udp/ipv6 + dest options + routing", frame: with_ipv6_ext(&with_ipv6_ext(&udp6(v6a, 4002, v6b, 53, b"x"), 60), 43), expect: XdpCounter::PassNoSocket },
+        Case { name: "802.1Q tcp", frame: with_vlan(&tcp4(a, 1, b, 2, false, b""), 10, false), expect: XdpCounter::PassNoSocket },
+        Case { name: "QinQ udp", frame: with_vlan(&with_vlan(&udp4(a, 3, b, 4, b""), 20, false), 30, true), expect: XdpCounter::PassNoSocket },
+        Case { name: "arp", frame: arp(a, b), expect: XdpCounter::PassNotIp },
+        Case { name: "icmp", frame: icmp4(a, b), expect: XdpCounter::PassNotTcpUdp },
+        Case { name: "ipv6 fragment header", frame: with_ipv6_ext(&udp6(v6a, 1, v6b, 2, b"x"), 44), expect: XdpCounter::PassFragment },
+        Case { name: "ipv6 no next header", frame: with_ipv6_ext(&udp6(v6a, 1, v6b, 2, b"x"), 59), expect: XdpCounter::PassNotTcpUdp },
+        Case { name: "ethernet header only", frame: tcp[..14].to_vec(), expect: XdpCounter::PassTruncated },
+        Case { name: "ipv4 header cut", frame: tcp[..30].to_vec(), expect: XdpCounter::PassTruncated },
+        Case { name: "tcp header cut", frame: tcp[..40].to_vec(), expect: XdpCounter::PassTruncated },
+        Case { name: "udp header cut", frame: udp[..38].to_vec(), expect: XdpCounter::PassTruncated },
+        Case { name: "ipv4 options announced, absent", frame: with_ipv4_options(&udp, 8)[..40].to_vec(), expect: XdpCounter::PassTruncated },
+    ];
+    let mut mf = udp.clone();
+    mf[14 + 6] = 0x20;
+    cases.push(Case { name: "ipv4 first fragment (MF)", frame: mf, expect: XdpCounter::PassFragment });
+    let mut later = udp.clone();
+    later[14 + 7] = 0x10;
+    cases.push(Case { name: "ipv4 later fragment", frame: later, expect: XdpCounter::PassFragment });
+    let mut ihl = tcp.clone();
+    ihl[14] = 0x44;
+    cases.push(Case { name: "ipv4 IHL 4", frame: ihl, expect: XdpCounter::PassMalformed });
+    let mut version = tcp.clone();
+    version[14] = 0x55;
+    cases.push(Case { name: "ipv4 ethertype with version 5", frame: version, expect: XdpCounter::PassMalformed });
+    let mut doff = tcp.clone();
+    doff[14 + 20 + 12] = 0x30;
+    cases.push(Case { name: "tcp data offset 3", frame: doff, expect: XdpCounter::PassMalformed });
+    let mut chain = udp6(v6a, 1, v6b, 2, b"x");
+    for _ in 0..7 {
+        chain = with_ipv6_ext(&chain, 60);
+    }
+    cases.push(Case { name: "ipv6 extension chain of 7", frame: chain, expect: XdpCounter::PassMalformed });
+    cases
+}
+
+#[test]
+fn xdp_program_matches_userspace_parser_on_crafted_frames() {
+    if !is_root() {
+        eprintln!("SKIPPED: BPF_PROG_TEST_RUN needs root (run `cargo xtask test` as root)");
+        return;
+    }
+    let mut ebpf = xdp::load_object().expect("load XDP object");
+    let mut seen_keys: HashSet<FlowKey> = HashSet::new();
+    for case in cases() {
+        let before = xdp::read_counters(&ebpf).unwrap();
+        let program = xdp::program(&mut ebpf).unwrap();
+        let mut out = vec![0u8; case.frame.len() + 256];
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(&case.frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::new()
+            })
+            .unwrap_or_else(|e| panic!("{}: test run failed: {e}", case.name));
+        assert_eq!(result.return_value, XDP_PASS, "{}: action", case.name);
+
+        let after = xdp::read_counters(&ebpf).unwrap();
+        let delta: Vec<(XdpCounter, u64)> = XdpCounter::ALL
+            .iter()
+            .map(|c| (*c, after[*c as usize] - before[*c as usize]))
+            .filter(|(_, d)| *d > 0)
+            .collect();
+        assert_eq!(
+            delta,
+            vec![(XdpCounter::Packets, 1), (case.expect, 1)],
+            "{}: counters",
+            case.name
+        );
+
+        // The userspace parser gives the same verdict, and the kernel entry has its key.
+        let keys: HashSet<FlowKey> = xdp::read_flows(&ebpf)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        let new: Vec<&FlowKey> = keys.difference(&seen_keys).collect();
+        match parse::parse_ethernet(&case.frame) {
+            Ok(packet) => {
+                assert_eq!(case.expect, XdpCounter::PassNoSocket, "{}: parser tracked it", case.name);
+                let (key, _) = packet.flow_key();
+                assert!(keys.contains(&key), "{}: kernel has no entry for {key:?}", case.name);
+                assert!(new.iter().all(|k| **k == key), "{}: wrong key(s) {new:?}", case.name);
+            }
+            Err(skip) => {
+                assert_eq!(skip.counter(), case.expect, "{}: parser reason", case.name);
+                assert!(new.is_empty(), "{}: untracked frame made entries {new:?}", case.name);
+            }
+        }
+        seen_keys = keys;
+    }
+}
+
+#[test]
+fn both_directions_share_one_kernel_entry() {
+    if !is_root() {
+        eprintln!("SKIPPED: BPF_PROG_TEST_RUN needs root");
+        return;
+    }
+    let mut ebpf = xdp::load_object().expect("load XDP object");
+    let a = [172, 16, 0, 1];
+    let b = [172, 16, 0, 2];
+    let frames = [
+        tcp4(a, 30000, b, 22, true, b""),
+        tcp4(b, 22, a, 30000, true, b""),
+        tcp4(a, 30000, b, 22, false, b"data"),
+    ];
+    let program = xdp::program(&mut ebpf).unwrap();
+    for f in &frames {
+        program
+            .test_run(TestRunOptions { data_in: Some(f), ..TestRunOptions::new() })
+            .unwrap();
+    }
+    let flows = xdp::read_flows(&ebpf).unwrap();
+    assert_eq!(flows.len(), 1, "one bidirectional entry: {flows:?}");
+    let (_, stats) = flows[0];
+    assert_eq!(stats.packets, 3);
+    assert_eq!(stats.bytes, frames.iter().map(|f| f.len() as u64).sum::<u64>());
+    assert!(stats.last_seen_ns >= stats.first_seen_ns);
+}

@@ -41,7 +41,9 @@ pub struct FlowStats {
 /// Maps an IPv4 address (network order bytes) to its IPv4-mapped IPv6 form.
 #[inline(always)]
 pub const fn ipv4_mapped(v4: [u8; 4]) -> [u8; 16] {
-    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3]]
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
+    ]
 }
 
 /// Whether endpoint `(a, ap)` orders strictly before `(b, bp)`: addresses compared bytewise

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use serveflow::{cmd::run::RunOptions, xdp::AttachMode};
 
 #[derive(Parser)]
-#[command(name = "serveflow", version, about = "Early-packet flow classification on AF_XDP")]
+#[command(
+    name = "serveflow",
+    version,
+    about = "Early-packet flow classification on AF_XDP"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

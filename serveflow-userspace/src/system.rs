@@ -15,7 +15,9 @@ pub enum SystemError {
     #[error("{0} is not a bpffs mount: run `mount -t bpf bpf {0}` (or let systemd mount it)")]
     NoBpffs(String),
     /// The interface does not exist in this network namespace.
-    #[error("no network interface named {0:?} in this network namespace: list them with `ip link`")]
+    #[error(
+        "no network interface named {0:?} in this network namespace: list them with `ip link`"
+    )]
     NoInterface(String),
     /// Reading /proc or /sys failed.
     #[error("reading {path}: {source}")]
@@ -38,14 +40,20 @@ const CAP_NET_ADMIN: u32 = 12;
 const CAP_NET_RAW: u32 = 13;
 const CAP_IPC_LOCK: u32 = 14;
 const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
 /// Capabilities `serveflow run` needs. CAP_SYS_ADMIN stands in for CAP_BPF on old kernels.
-const NEEDED: [Needed; 3] = [
+const NEEDED: [Needed; 4] = [
     Needed {
         bit: CAP_BPF,
         name: "CAP_BPF",
         why: "load the XDP program and create its maps",
+    },
+    Needed {
+        bit: CAP_PERFMON,
+        name: "CAP_PERFMON",
+        why: "let the verifier accept the parser's packet-pointer arithmetic",
     },
     Needed {
         bit: CAP_NET_ADMIN,
@@ -77,13 +85,19 @@ fn has(mask: u64, bit: u32) -> bool {
     mask & (1u64 << bit) != 0
 }
 
+/// Whether `bit` is effective, counting CAP_SYS_ADMIN as CAP_BPF and CAP_PERFMON (which it
+/// stood for before Linux 5.8).
+fn granted(mask: u64, bit: u32) -> bool {
+    has(mask, bit) || ((bit == CAP_BPF || bit == CAP_PERFMON) && has(mask, CAP_SYS_ADMIN))
+}
+
 /// Checks the capabilities `serveflow run` needs and raises RLIMIT_MEMLOCK for the AF_XDP
 /// UMEM (which is still charged to it). Lists every missing capability at once.
 pub fn check_run_privileges() -> Result<(), SystemError> {
     let caps = effective_caps()?;
     let mut missing: Vec<String> = NEEDED
         .iter()
-        .filter(|n| !has(caps, n.bit) && !(n.bit == CAP_BPF && has(caps, CAP_SYS_ADMIN)))
+        .filter(|n| !granted(caps, n.bit))
         .map(|n| format!("{} (to {})", n.name, n.why))
         .collect();
     if !raise_memlock() && !has(caps, CAP_IPC_LOCK) {
@@ -150,7 +164,7 @@ pub struct Interface {
     pub name: String,
     /// ifindex.
     pub index: u32,
-    /// RX queues (from /sys/class/net/NAME/queues/rx-*).
+    /// RX queues the driver reports (ETHTOOL_GCHANNELS), 1 when it reports none.
     pub rx_queues: u32,
 }
 
@@ -163,21 +177,61 @@ pub fn interface(name: &str) -> Result<Interface, SystemError> {
     if index == 0 {
         return Err(no_iface());
     }
-    let queues_dir = format!("/sys/class/net/{name}/queues");
-    let rx_queues = fs::read_dir(&queues_dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-                .count() as u32
-        })
-        .unwrap_or(1)
-        .max(1);
+    let rx_queues = rx_queue_count(name).unwrap_or(1).max(1);
     Ok(Interface {
         name: name.to_owned(),
         index,
         rx_queues,
     })
+}
+
+/// `struct ethtool_channels` (linux/ethtool.h).
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolChannels {
+    cmd: u32,
+    max_rx: u32,
+    max_tx: u32,
+    max_other: u32,
+    max_combined: u32,
+    rx_count: u32,
+    tx_count: u32,
+    other_count: u32,
+    combined_count: u32,
+}
+
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+
+/// Asks the driver how many RX queues it runs (rx or combined channels). Uses an ioctl on a
+/// socket of this network namespace, because /sys/class/net shows the namespace sysfs was
+/// mounted in, which under `nsenter` is not ours.
+fn rx_queue_count(name: &str) -> Option<u32> {
+    let mut channels = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Default::default()
+    };
+    // SAFETY: ifreq is plain old data; all-zero is valid.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.len() >= ifr.ifr_name.len() {
+        return None;
+    }
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = (&mut channels as *mut EthtoolChannels).cast();
+    // SAFETY: plain socket call; the fd is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: SIOCETHTOOL reads ifr (valid, NUL-terminated name) and writes `channels`, which
+    // outlives the call.
+    let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL, &mut ifr) };
+    // SAFETY: fd is ours and closed once.
+    unsafe { libc::close(fd) };
+    (rc == 0).then(|| channels.rx_count.max(channels.combined_count))
 }
 
 #[cfg(test)]

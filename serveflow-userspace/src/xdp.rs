@@ -61,7 +61,9 @@ impl fmt::Display for AttachMode {
 #[derive(Debug, thiserror::Error)]
 pub enum XdpError {
     /// The binary was built with AYA_BUILD_SKIP=1.
-    #[error("this binary was built without its XDP program (AYA_BUILD_SKIP=1); rebuild without it")]
+    #[error(
+        "this binary was built without its XDP program (AYA_BUILD_SKIP=1); rebuild without it"
+    )]
     NotBuilt,
     /// A host precondition failed.
     #[error(transparent)]
@@ -69,9 +71,10 @@ pub enum XdpError {
     /// The kernel refused the program or its maps.
     #[error("loading the XDP program into the kernel failed: {0}")]
     Load(#[source] Box<aya::EbpfError>),
-    /// The verifier or the kernel refused the program.
+    /// The verifier or the kernel refused the program (the full verifier log is logged at
+    /// debug level: `RUST_LOG=debug`).
     #[error("the kernel refused the XDP program: {0}")]
-    Program(#[source] Box<ProgramError>),
+    Program(String),
     /// Another XDP program holds the interface.
     #[error("{iface} already has an XDP program attached (another serveflow?); see `bpftool net show dev {iface}`")]
     Busy {
@@ -79,7 +82,7 @@ pub enum XdpError {
         iface: String,
     },
     /// The driver cannot run XDP in the requested mode.
-    #[error("{iface} cannot take XDP in {mode} mode ({source}); try `-m skb` for generic XDP")]
+    #[error("{iface} cannot take XDP in {mode} mode (try `-m skb` for generic XDP)")]
     Mode {
         /// Interface.
         iface: String,
@@ -141,13 +144,11 @@ pub fn load_object() -> Result<Ebpf, XdpError> {
 pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
     let program: &mut Xdp = ebpf
         .program_mut(PROGRAM)
-        .ok_or_else(|| XdpError::Program(Box::new(ProgramError::NotLoaded)))?
+        .ok_or_else(|| XdpError::Program(format!("no program {PROGRAM} in the object")))?
         .try_into()
-        .map_err(|e| XdpError::Program(Box::new(e)))?;
+        .map_err(|e: ProgramError| XdpError::Program(e.to_string()))?;
     if program.fd().is_err() {
-        program
-            .load()
-            .map_err(|e| XdpError::Program(Box::new(e)))?;
+        program.load().map_err(|e| XdpError::Program(one_line(&e)))?;
     }
     Ok(program)
 }
@@ -272,6 +273,33 @@ impl Drop for XdpProgram {
 /// The pin directory for an interface.
 pub fn pin_dir(iface: &str) -> PathBuf {
     Path::new(BPFFS).join(PIN_SCHEMA).join(iface)
+}
+
+/// Shortens a load error to one line: the syscall's answer and the verifier's last word.
+fn one_line(e: &ProgramError) -> String {
+    let text = e.to_string();
+    let Some((head, log)) = text.split_once("Verifier output:") else {
+        return text;
+    };
+    log::debug!("verifier output:{log}");
+    let reason = log
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty()
+                && !l.starts_with("processed ")
+                && !l.starts_with("verification time")
+                && !l.starts_with("stack depth")
+                && !l.starts_with(':')
+        })
+        .next_back()
+        .unwrap_or("");
+    let hint = if text.contains("Permission denied") || text.contains("Operation not permitted") {
+        " (needs CAP_BPF and CAP_PERFMON, or root)"
+    } else {
+        ""
+    };
+    format!("{} {reason}{hint}", head.trim().trim_end_matches('.'))
 }
 
 fn attach_error(iface: &str, mode: AttachMode, e: ProgramError) -> XdpError {

@@ -18,14 +18,24 @@ macro_rules! build {
         let builder = $builder;
         let payload: &[u8] = $payload;
         let mut out = Vec::with_capacity(builder.size(payload.len()));
-        #[allow(clippy::expect_used, reason = "test helper with constant, valid inputs")]
+        #[allow(
+            clippy::expect_used,
+            reason = "test helper with constant, valid inputs"
+        )]
         builder.write(&mut out, payload).expect("valid packet");
         out
     }};
 }
 
 /// TCP over IPv4 with the given flags set.
-pub fn tcp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, syn: bool, payload: &[u8]) -> Vec<u8> {
+pub fn tcp4(
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    syn: bool,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut b = PacketBuilder::ethernet2(MAC_B, MAC_A)
         .ipv4(src, dst, 64)
         .tcp(sport, dport, 1000, 64240);
@@ -165,8 +175,22 @@ pub fn smoke_capture(tcp: u16, udp: u16) -> SmokeCapture {
         c.frames.push(tcp4(client, sport, server, 443, true, b""));
         c.frames.push(tcp4(server, 443, client, sport, true, b""));
         c.frames.push(tcp4(client, sport, server, 443, false, b""));
-        c.frames.push(tcp4(client, sport, server, 443, false, b"GET / HTTP/1.1\r\n\r\n"));
-        c.frames.push(tcp4(server, 443, client, sport, false, b"HTTP/1.1 200 OK\r\n\r\n"));
+        c.frames.push(tcp4(
+            client,
+            sport,
+            server,
+            443,
+            false,
+            b"GET / HTTP/1.1\r\n\r\n",
+        ));
+        c.frames.push(tcp4(
+            server,
+            443,
+            client,
+            sport,
+            false,
+            b"HTTP/1.1 200 OK\r\n\r\n",
+        ));
         c.tcp_udp_packets += 5;
         c.tcp_flows += 1;
     }
@@ -209,7 +233,8 @@ pub fn smoke_capture(tcp: u16, udp: u16) -> SmokeCapture {
 
 /// Writes frames to a classic pcap file (Ethernet link type), 1 ms apart.
 pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) -> anyhow::Result<()> {
-    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut writer = PcapWriter::new(std::io::BufWriter::new(file))?;
     for (i, frame) in frames.iter().enumerate() {
         let ts = Duration::from_secs(1_700_000_000) + Duration::from_millis(i as u64);

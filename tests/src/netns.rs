@@ -74,9 +74,26 @@ impl VethPair {
         ip(&["netns", "add", &pair.ns_b])?;
         let q = queues.max(1).to_string();
         ip(&[
-            "link", "add", &pair.dev_a, "netns", &pair.ns_a, "numtxqueues", &q, "numrxqueues", &q,
-            "type", "veth", "peer", "name", &pair.dev_b, "netns", &pair.ns_b, "numtxqueues", &q,
-            "numrxqueues", &q,
+            "link",
+            "add",
+            &pair.dev_a,
+            "netns",
+            &pair.ns_a,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &pair.dev_b,
+            "netns",
+            &pair.ns_b,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
         ])?;
         for (ns, dev, addr) in [
             (&pair.ns_a, &pair.dev_a, pair.addr_a),
@@ -93,9 +110,15 @@ impl VethPair {
     }
 
     fn sysctl(&self, ns: &str, setting: &str) -> anyhow::Result<()> {
-        let out = self.command(ns, "sysctl").args(["-q", "-w", setting]).output()?;
+        let out = self
+            .command(ns, "sysctl")
+            .args(["-q", "-w", setting])
+            .output()?;
         if !out.status.success() {
-            bail!("sysctl {setting} in {ns}: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "sysctl {setting} in {ns}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     }
@@ -103,7 +126,9 @@ impl VethPair {
     /// A command that runs `program` inside namespace `ns`.
     pub fn command(&self, ns: &str, program: &str) -> Command {
         let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(program);
+        cmd.arg(format!("--net=/run/netns/{ns}"))
+            .arg("--")
+            .arg(program);
         cmd
     }
 

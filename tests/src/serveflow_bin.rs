@@ -24,7 +24,9 @@ pub fn path() -> anyhow::Result<PathBuf> {
         .max();
     match newest {
         Some((_, p)) => Ok(p),
-        None => bail!("no serveflow binary: run `cargo build -p serveflow-userspace` or `cargo xtask test`"),
+        None => bail!(
+            "no serveflow binary: run `cargo build -p serveflow-userspace` or `cargo xtask test`"
+        ),
     }
 }
 

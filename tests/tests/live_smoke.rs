@@ -1,7 +1,11 @@
 //! The live path on a throwaway test bed: `serveflow run` on one end of a veth, the smoke
 //! capture replayed by tcpreplay from the other end, and exact counts asserted for what
 //! reached userspace through AF_XDP and what the kernel flow map holds.
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly on purpose")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail loudly on purpose"
+)]
 
 use std::{process::Command, time::Duration};
 
@@ -23,9 +27,12 @@ fn tmp(name: &str) -> std::path::PathBuf {
 
 fn start(bed: &VethPair, mode: &str, summary: &std::path::Path) -> Running {
     let mut cmd = bed.command(&bed.ns_a, serveflow_bin::path().unwrap().to_str().unwrap());
-    cmd.args(["run", "-i", &bed.dev_a, "-m", mode, "--summary"]).arg(summary);
+    cmd.args(["run", "-i", &bed.dev_a, "-m", mode, "--summary"])
+        .arg(summary);
     let mut running = Running::spawn(cmd).unwrap();
-    running.wait_for("serveflow: ready", Duration::from_secs(30)).unwrap();
+    running
+        .wait_for("serveflow: ready", Duration::from_secs(30))
+        .unwrap();
     running
 }
 
@@ -45,35 +52,69 @@ fn exact_counts(mode: &str, queues: u32) {
     let s = summary(&summary_path);
     let n = |v: &serde_json::Value| v.as_u64().unwrap();
     let afxdp = &s["afxdp"];
-    assert_eq!(n(&afxdp["packets"]), capture.tcp_udp_packets, "AF_XDP packets; {s:#}");
+    assert_eq!(
+        n(&afxdp["packets"]),
+        capture.tcp_udp_packets,
+        "AF_XDP packets; {s:#}"
+    );
     assert_eq!(n(&afxdp["flows"]), capture.flows, "AF_XDP flows");
     assert_eq!(n(&afxdp["tcp_flows"]), capture.tcp_flows);
     assert_eq!(n(&afxdp["udp_flows"]), capture.udp_flows);
-    assert!(afxdp["skipped"].as_object().unwrap().is_empty(), "parser skipped frames the kernel redirected");
+    assert!(
+        afxdp["skipped"].as_object().unwrap().is_empty(),
+        "parser skipped frames the kernel redirected"
+    );
 
     let k = &s["kernel_counters"];
-    assert_eq!(n(&k["redirected"]), capture.tcp_udp_packets, "kernel redirected");
+    assert_eq!(
+        n(&k["redirected"]),
+        capture.tcp_udp_packets,
+        "kernel redirected"
+    );
     assert_eq!(n(&k["pass_no_socket"]), 0);
     assert_eq!(n(&k["pass_fragment"]), capture.fragments);
     // The namespaces' own stacks may add ARP/ICMP of their own; ours are a lower bound.
     assert!(n(&k["pass_not_ip"]) >= capture.not_ip);
     assert!(n(&k["pass_not_tcp_udp"]) >= capture.not_tcp_udp);
-    let outcomes: u64 = ["redirected", "pass_no_socket", "pass_not_ip", "pass_not_tcp_udp", "pass_fragment", "pass_truncated", "pass_malformed"]
-        .iter()
-        .map(|c| n(&k[*c]))
-        .sum();
-    assert_eq!(outcomes, n(&k["packets"]), "every packet has exactly one outcome");
+    let outcomes: u64 = [
+        "redirected",
+        "pass_no_socket",
+        "pass_not_ip",
+        "pass_not_tcp_udp",
+        "pass_fragment",
+        "pass_truncated",
+        "pass_malformed",
+    ]
+    .iter()
+    .map(|c| n(&k[*c]))
+    .sum();
+    assert_eq!(
+        outcomes,
+        n(&k["packets"]),
+        "every packet has exactly one outcome"
+    );
 
     let fm = &s["kernel_flow_map"];
     assert_eq!(n(&fm["flows"]), capture.flows, "kernel flow map entries");
-    assert_eq!(n(&fm["packets"]), capture.tcp_udp_packets, "kernel flow map packets");
+    assert_eq!(
+        n(&fm["packets"]),
+        capture.tcp_udp_packets,
+        "kernel flow map packets"
+    );
     assert_eq!(n(&s["socket_drops"]["rx_dropped"]), 0);
 
     // Detached and unpinned on SIGINT.
     let pins = std::path::Path::new("/sys/fs/bpf/serveflow_v1").join(&bed.dev_a);
     assert!(!pins.exists(), "pins left behind at {}", pins.display());
-    let link = bed.command(&bed.ns_a, "ip").args(["link", "show", &bed.dev_a]).output().unwrap();
-    assert!(!String::from_utf8_lossy(&link.stdout).contains("xdp"), "XDP still attached");
+    let link = bed
+        .command(&bed.ns_a, "ip")
+        .args(["link", "show", &bed.dev_a])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        "XDP still attached"
+    );
     let _ = std::fs::remove_file(pcap);
     let _ = std::fs::remove_file(summary_path);
 }
@@ -113,13 +154,23 @@ fn sigterm_detaches_and_second_instance_is_refused() {
         .unwrap();
     assert!(!second.status.success());
     let err = String::from_utf8_lossy(&second.stderr);
-    assert!(err.contains("already has an XDP program"), "second instance: {err}");
+    assert!(
+        err.contains("already has an XDP program"),
+        "second instance: {err}"
+    );
 
     let (code, stderr) = running.stop(libc::SIGTERM).unwrap();
     assert_eq!(code, 0, "{}", stderr.join("\n"));
     assert!(summary(&summary_path)["afxdp"]["packets"].is_u64());
-    let link = bed.command(&bed.ns_a, "ip").args(["link", "show", &bed.dev_a]).output().unwrap();
-    assert!(!String::from_utf8_lossy(&link.stdout).contains("xdp"), "XDP still attached");
+    let link = bed
+        .command(&bed.ns_a, "ip")
+        .args(["link", "show", &bed.dev_a])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        "XDP still attached"
+    );
     let _ = std::fs::remove_file(summary_path);
 }
 
@@ -133,8 +184,15 @@ fn kill_9_leaves_nothing_attached_and_next_start_recovers() {
     let summary_path = tmp("summary-kill.json");
     let running = start(&bed, "native", &summary_path);
     let (_, _) = running.stop(libc::SIGKILL).unwrap();
-    let link = bed.command(&bed.ns_a, "ip").args(["link", "show", &bed.dev_a]).output().unwrap();
-    assert!(!String::from_utf8_lossy(&link.stdout).contains("xdp"), "bpf_link outlived the process");
+    let link = bed
+        .command(&bed.ns_a, "ip")
+        .args(["link", "show", &bed.dev_a])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        "bpf_link outlived the process"
+    );
     // Stale pins remain; the next start removes them and runs normally.
     let pins = std::path::Path::new("/sys/fs/bpf/serveflow_v1").join(&bed.dev_a);
     assert!(pins.exists());
@@ -160,8 +218,15 @@ fn run_fails(outer: &[&str], inner: &[&str], iface: &str, extra: &[&str]) -> Str
     argv.extend(extra.iter().map(|s| s.to_string()));
     let out = Command::new(&argv[0]).args(&argv[1..]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "expected failure, got success: {err}");
-    assert_eq!(err.trim().lines().count(), 1, "one-line error expected: {err}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {err}"
+    );
+    assert_eq!(
+        err.trim().lines().count(),
+        1,
+        "one-line error expected: {err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     err
 }
@@ -173,22 +238,48 @@ fn bad_setups_give_one_line_errors() {
         return;
     }
     let err = run_fails(&[], &[], "nope0", &[]);
-    assert!(err.contains("no network interface named \"nope0\"") && err.contains("ip link"), "{err}");
+    assert!(
+        err.contains("no network interface named \"nope0\"") && err.contains("ip link"),
+        "{err}"
+    );
 
     // Loopback has no native XDP support.
     let err = run_fails(&[], &[], "lo", &["-m", "native"]);
-    assert!(err.contains("cannot take XDP in native mode") && err.contains("-m skb"), "{err}");
+    assert!(
+        err.contains("cannot take XDP in native mode") && err.contains("-m skb"),
+        "{err}"
+    );
 
     // No capabilities: root with an empty bounding set.
-    let err = run_fails(&[], &["setpriv", "--bounding-set=-all", "--inh-caps=-all"], "lo", &[]);
-    assert!(err.contains("missing capabilities") && err.contains("CAP_BPF") && err.contains("CAP_NET_ADMIN"), "{err}");
+    let err = run_fails(
+        &[],
+        &["setpriv", "--bounding-set=-all", "--inh-caps=-all"],
+        "lo",
+        &[],
+    );
+    assert!(
+        err.contains("missing capabilities")
+            && err.contains("CAP_BPF")
+            && err.contains("CAP_NET_ADMIN"),
+        "{err}"
+    );
 
     // bpffs not mounted: unmounted in a private mount namespace only.
     let err = run_fails(
-        &["unshare", "--mount", "--propagation=private", "sh", "-c", "umount /sys/fs/bpf && exec \"$0\" \"$@\""],
+        &[
+            "unshare",
+            "--mount",
+            "--propagation=private",
+            "sh",
+            "-c",
+            "umount /sys/fs/bpf && exec \"$0\" \"$@\"",
+        ],
         &[],
         "lo",
         &["-m", "skb"],
     );
-    assert!(err.contains("not a bpffs mount") && err.contains("mount -t bpf"), "{err}");
+    assert!(
+        err.contains("not a bpffs mount") && err.contains("mount -t bpf"),
+        "{err}"
+    );
 }

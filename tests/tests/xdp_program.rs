@@ -4,7 +4,11 @@
 //! it made must match what serveflow's userspace parser says of the same frame. No socket is
 //! bound in XSKS here, so TCP/UDP packets end as `pass_no_socket` (the live netns test covers
 //! the redirect itself).
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly on purpose")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail loudly on purpose"
+)]
 
 use std::collections::HashSet;
 
@@ -32,46 +36,146 @@ fn cases() -> Vec<Case> {
     let tcp = tcp4(a, 1234, b, 80, true, b"");
     let udp = udp4(a, 5353, b, 53, b"q");
     let mut cases = vec![
-        Case { name: "tcp/ipv4", frame: tcp.clone(), expect: XdpCounter::PassNoSocket },
-        Case { name: "tcp/ipv4 reply", frame: tcp4(b, 80, a, 1234, true, b""), expect: XdpCounter::PassNoSocket },
-        Case { name: "udp/ipv4", frame: udp.clone(), expect: XdpCounter::PassNoSocket },
-        Case { name: "udp/ipv4 + 8 words of options", frame: with_ipv4_options(&udp, 8), expect: XdpCounter::PassNoSocket },
-        Case { name: "tcp/ipv4 + 10 words of options (max IHL)", frame: with_ipv4_options(&tcp4(a, 7, b, 8, false, b"x"), 10), expect: XdpCounter::PassNoSocket },
-        Case { name: "tcp/ipv6", frame: tcp6(v6a, 4000, v6b, 443, b"x"), expect: XdpCounter::PassNoSocket },
-        Case { name: "udp/ipv6 + hop-by-hop", frame: with_ipv6_ext(&udp6(v6a, 4001, v6b, 53, b"x"), 0), expect: XdpCounter::PassNoSocket },
-        Case { name: "udp/ipv6 + dest options + routing", frame: with_ipv6_ext(&with_ipv6_ext(&udp6(v6a, 4002, v6b, 53, b"x"), 60), 43), expect: XdpCounter::PassNoSocket },
-        Case { name: "802.1Q tcp", frame: with_vlan(&tcp4(a, 1, b, 2, false, b""), 10, false), expect: XdpCounter::PassNoSocket },
-        Case { name: "QinQ udp", frame: with_vlan(&with_vlan(&udp4(a, 3, b, 4, b""), 20, false), 30, true), expect: XdpCounter::PassNoSocket },
-        Case { name: "arp", frame: arp(a, b), expect: XdpCounter::PassNotIp },
-        Case { name: "icmp", frame: icmp4(a, b), expect: XdpCounter::PassNotTcpUdp },
-        Case { name: "ipv6 fragment header", frame: with_ipv6_ext(&udp6(v6a, 1, v6b, 2, b"x"), 44), expect: XdpCounter::PassFragment },
-        Case { name: "ipv6 no next header", frame: with_ipv6_ext(&udp6(v6a, 1, v6b, 2, b"x"), 59), expect: XdpCounter::PassNotTcpUdp },
-        Case { name: "ethernet header only", frame: tcp[..14].to_vec(), expect: XdpCounter::PassTruncated },
-        Case { name: "ipv4 header cut", frame: tcp[..30].to_vec(), expect: XdpCounter::PassTruncated },
-        Case { name: "tcp header cut", frame: tcp[..40].to_vec(), expect: XdpCounter::PassTruncated },
-        Case { name: "udp header cut", frame: udp[..38].to_vec(), expect: XdpCounter::PassTruncated },
-        Case { name: "ipv4 options announced, absent", frame: with_ipv4_options(&udp, 8)[..40].to_vec(), expect: XdpCounter::PassTruncated },
+        Case {
+            name: "tcp/ipv4",
+            frame: tcp.clone(),
+            expect: XdpCounter::PassNoSocket,
+        },
+        Case {
+            name: "tcp/ipv4 reply",
+            frame: tcp4(b, 80, a, 1234, true, b""),
+            expect: XdpCounter::PassNoSocket,
+        },
+        Case {
+            name: "udp/ipv4",
+            frame: udp.clone(),
+            expect: XdpCounter::PassNoSocket,
+        },
+        Case {
+            name: "udp/ipv4 + 8 words of options",
+            frame: with_ipv4_options(&udp, 8),
+            expect: XdpCounter::PassNoSocket,
+        },
+        Case {
+            name: "tcp/ipv4 + 10 words of options (max IHL)",
+            frame: with_ipv4_options(&tcp4(a, 7, b, 8, false, b"x"), 10),
+            expect: XdpCounter::PassNoSocket,
+        },
+        Case {
+            name: "tcp/ipv6",
+            frame: tcp6(v6a, 4000, v6b, 443, b"x"),
+            expect: XdpCounter::PassNoSocket,
+        },
+        Case {
+            name: "udp/ipv6 + hop-by-hop",
+            frame: with_ipv6_ext(&udp6(v6a, 4001, v6b, 53, b"x"), 0),
+            expect: XdpCounter::PassNoSocket,
+        },
+        Case {
+            name: "udp/ipv6 + dest options + routing",
+            frame: with_ipv6_ext(&with_ipv6_ext(&udp6(v6a, 4002, v6b, 53, b"x"), 60), 43),
+            expect: XdpCounter::PassNoSocket,
+        },
+        Case {
+            name: "802.1Q tcp",
+            frame: with_vlan(&tcp4(a, 1, b, 2, false, b""), 10, false),
+            expect: XdpCounter::PassNoSocket,
+        },
+        Case {
+            name: "QinQ udp",
+            frame: with_vlan(&with_vlan(&udp4(a, 3, b, 4, b""), 20, false), 30, true),
+            expect: XdpCounter::PassNoSocket,
+        },
+        Case {
+            name: "arp",
+            frame: arp(a, b),
+            expect: XdpCounter::PassNotIp,
+        },
+        Case {
+            name: "icmp",
+            frame: icmp4(a, b),
+            expect: XdpCounter::PassNotTcpUdp,
+        },
+        Case {
+            name: "ipv6 fragment header",
+            frame: with_ipv6_ext(&udp6(v6a, 1, v6b, 2, b"x"), 44),
+            expect: XdpCounter::PassFragment,
+        },
+        Case {
+            name: "ipv6 no next header",
+            frame: with_ipv6_ext(&udp6(v6a, 1, v6b, 2, b"x"), 59),
+            expect: XdpCounter::PassNotTcpUdp,
+        },
+        Case {
+            name: "ethernet header only",
+            frame: tcp[..14].to_vec(),
+            expect: XdpCounter::PassTruncated,
+        },
+        Case {
+            name: "ipv4 header cut",
+            frame: tcp[..30].to_vec(),
+            expect: XdpCounter::PassTruncated,
+        },
+        Case {
+            name: "tcp header cut",
+            frame: tcp[..40].to_vec(),
+            expect: XdpCounter::PassTruncated,
+        },
+        Case {
+            name: "udp header cut",
+            frame: udp[..38].to_vec(),
+            expect: XdpCounter::PassTruncated,
+        },
+        Case {
+            name: "ipv4 options announced, absent",
+            frame: with_ipv4_options(&udp, 8)[..40].to_vec(),
+            expect: XdpCounter::PassTruncated,
+        },
     ];
     let mut mf = udp.clone();
     mf[14 + 6] = 0x20;
-    cases.push(Case { name: "ipv4 first fragment (MF)", frame: mf, expect: XdpCounter::PassFragment });
+    cases.push(Case {
+        name: "ipv4 first fragment (MF)",
+        frame: mf,
+        expect: XdpCounter::PassFragment,
+    });
     let mut later = udp.clone();
     later[14 + 7] = 0x10;
-    cases.push(Case { name: "ipv4 later fragment", frame: later, expect: XdpCounter::PassFragment });
+    cases.push(Case {
+        name: "ipv4 later fragment",
+        frame: later,
+        expect: XdpCounter::PassFragment,
+    });
     let mut ihl = tcp.clone();
     ihl[14] = 0x44;
-    cases.push(Case { name: "ipv4 IHL 4", frame: ihl, expect: XdpCounter::PassMalformed });
+    cases.push(Case {
+        name: "ipv4 IHL 4",
+        frame: ihl,
+        expect: XdpCounter::PassMalformed,
+    });
     let mut version = tcp.clone();
     version[14] = 0x55;
-    cases.push(Case { name: "ipv4 ethertype with version 5", frame: version, expect: XdpCounter::PassMalformed });
+    cases.push(Case {
+        name: "ipv4 ethertype with version 5",
+        frame: version,
+        expect: XdpCounter::PassMalformed,
+    });
     let mut doff = tcp.clone();
     doff[14 + 20 + 12] = 0x30;
-    cases.push(Case { name: "tcp data offset 3", frame: doff, expect: XdpCounter::PassMalformed });
+    cases.push(Case {
+        name: "tcp data offset 3",
+        frame: doff,
+        expect: XdpCounter::PassMalformed,
+    });
     let mut chain = udp6(v6a, 1, v6b, 2, b"x");
     for _ in 0..7 {
         chain = with_ipv6_ext(&chain, 60);
     }
-    cases.push(Case { name: "ipv6 extension chain of 7", frame: chain, expect: XdpCounter::PassMalformed });
+    cases.push(Case {
+        name: "ipv6 extension chain of 7",
+        frame: chain,
+        expect: XdpCounter::PassMalformed,
+    });
     cases
 }
 
@@ -118,14 +222,31 @@ fn xdp_program_matches_userspace_parser_on_crafted_frames() {
         let new: Vec<&FlowKey> = keys.difference(&seen_keys).collect();
         match parse::parse_ethernet(&case.frame) {
             Ok(packet) => {
-                assert_eq!(case.expect, XdpCounter::PassNoSocket, "{}: parser tracked it", case.name);
+                assert_eq!(
+                    case.expect,
+                    XdpCounter::PassNoSocket,
+                    "{}: parser tracked it",
+                    case.name
+                );
                 let (key, _) = packet.flow_key();
-                assert!(keys.contains(&key), "{}: kernel has no entry for {key:?}", case.name);
-                assert!(new.iter().all(|k| **k == key), "{}: wrong key(s) {new:?}", case.name);
+                assert!(
+                    keys.contains(&key),
+                    "{}: kernel has no entry for {key:?}",
+                    case.name
+                );
+                assert!(
+                    new.iter().all(|k| **k == key),
+                    "{}: wrong key(s) {new:?}",
+                    case.name
+                );
             }
             Err(skip) => {
                 assert_eq!(skip.counter(), case.expect, "{}: parser reason", case.name);
-                assert!(new.is_empty(), "{}: untracked frame made entries {new:?}", case.name);
+                assert!(
+                    new.is_empty(),
+                    "{}: untracked frame made entries {new:?}",
+                    case.name
+                );
             }
         }
         seen_keys = keys;
@@ -149,13 +270,19 @@ fn both_directions_share_one_kernel_entry() {
     let program = xdp::program(&mut ebpf).unwrap();
     for f in &frames {
         program
-            .test_run(TestRunOptions { data_in: Some(f), ..TestRunOptions::new() })
+            .test_run(TestRunOptions {
+                data_in: Some(f),
+                ..TestRunOptions::new()
+            })
             .unwrap();
     }
     let flows = xdp::read_flows(&ebpf).unwrap();
     assert_eq!(flows.len(), 1, "one bidirectional entry: {flows:?}");
     let (_, stats) = flows[0];
     assert_eq!(stats.packets, 3);
-    assert_eq!(stats.bytes, frames.iter().map(|f| f.len() as u64).sum::<u64>());
+    assert_eq!(
+        stats.bytes,
+        frames.iter().map(|f| f.len() as u64).sum::<u64>()
+    );
     assert!(stats.last_seen_ns >= stats.first_seen_ns);
 }

@@ -1,1 +1,87 @@
-fn main(){}
+//! `cargo xtask`: the project's own commands. `setup` installs everything a fresh machine
+//! lacks; `demo` (the README's main job) and `test` (the README's test command) run it first.
+
+mod demo;
+mod setup;
+mod test;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "serveflow set-up, demo, tests")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing: pinned toolchains, rust-src, bpf-linker, apt packages, bpffs.
+    Setup,
+    /// The main job on a built-in default: a throwaway veth test bed, `serveflow run` on one
+    /// end, a generated capture replayed from the other, and the summary.
+    Demo,
+    /// Every check CI runs: fmt, clippy, unit and integration tests (root for the netns ones).
+    Test,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Setup => setup::run(),
+        Cmd::Demo => setup::run().and_then(|()| demo::run()),
+        Cmd::Test => setup::run().and_then(|()| test::run()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| ".".into())
+}
+
+/// Runs a command in the workspace root, echoing it, and fails if it fails.
+fn exec(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("xtask: $ {}", show(cmd));
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("starting {}", show(cmd)))?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", show(cmd));
+    }
+    Ok(())
+}
+
+/// Runs a command quietly and returns its stdout if it succeeded.
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn show(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `cargo` with the workspace's pinned toolchain.
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}

@@ -157,7 +157,10 @@ impl XskReceiver {
         match Self::open_with(iface, queue, BindMode::ZeroCopy) {
             Ok(rx) => Ok(rx),
             Err(zc_err) => {
-                log::debug!("zero-copy refused on {} queue {queue}: {zc_err}", iface.name);
+                log::debug!(
+                    "zero-copy refused on {} queue {queue}: {zc_err}",
+                    iface.name
+                );
                 Self::open_with(iface, queue, BindMode::Copy)
             }
         }
@@ -174,13 +177,16 @@ impl XskReceiver {
         };
         // SAFETY: the area is a page-aligned mapping of FRAMES * FRAME_SIZE bytes that lives in
         // `mapping`, which the receiver drops after the UMEM and its rings.
-        let umem = unsafe { Umem::new(config, mapping.area) }.map_err(setup("UMEM registration"))?;
+        let umem =
+            unsafe { Umem::new(config, mapping.area) }.map_err(setup("UMEM registration"))?;
         let mut info = IfInfo::invalid();
         info.from_ifindex(iface.index)
             .map_err(setup("interface lookup"))?;
         info.set_queue(queue);
         let socket = Socket::with_shared(&info, &umem).map_err(setup("socket creation"))?;
-        let mut device = umem.fq_cq(&socket).map_err(setup("fill/completion rings"))?;
+        let mut device = umem
+            .fq_cq(&socket)
+            .map_err(setup("fill/completion rings"))?;
         let flags = XDP_USE_NEED_WAKEUP
             | match mode {
                 BindMode::ZeroCopy => XDP_ZEROCOPY,
@@ -204,7 +210,10 @@ impl XskReceiver {
         let inserted = fill.insert((0..u64::from(FRAMES)).map(|i| i * u64::from(FRAME_SIZE)));
         fill.commit();
         drop(fill);
-        log::debug!("AF_XDP {} queue {queue}: {mode}, {inserted} frames filled", iface.name);
+        log::debug!(
+            "AF_XDP {} queue {queue}: {mode}, {inserted} frames filled",
+            iface.name
+        );
         Ok(XskReceiver {
             rx,
             device,

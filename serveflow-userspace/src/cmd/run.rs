@@ -91,8 +91,9 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     let queues = opts.queues.unwrap_or(iface.rx_queues).max(1);
     let mut sockets = Vec::with_capacity(queues as usize);
     for queue in 0..queues {
-        let socket = XskReceiver::open(&iface, queue)
-            .with_context(|| format!("opening the AF_XDP socket on {} queue {queue}", iface.name))?;
+        let socket = XskReceiver::open(&iface, queue).with_context(|| {
+            format!("opening the AF_XDP socket on {} queue {queue}", iface.name)
+        })?;
         program.bind_socket(queue, &socket.fd())?;
         sockets.push(socket);
     }

@@ -1,0 +1,152 @@
+//! Idempotent set-up of a fresh machine; quick (a few `--version` calls) when all is there.
+//!
+//! - the dated nightly with rust-src that builds the eBPF crate (the stable host toolchain is
+//!   pinned in rust-toolchain.toml and installed by rustup on first use);
+//! - bpf-linker, linked against that nightly's own LLVM so their versions always match;
+//! - Debian packages: iproute2 (ip), bpftool, tcpreplay, util-linux (nsenter, setpriv, unshare);
+//! - bpffs mounted at /sys/fs/bpf.
+
+use std::{path::Path, process::Command};
+
+use anyhow::{bail, Context as _};
+
+use crate::{exec, output};
+
+/// Builds serveflow-ebpf; must equal EBPF_TOOLCHAIN in serveflow-userspace/build.rs.
+pub const EBPF_TOOLCHAIN: &str = "nightly-2026-05-20";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// bpf-linker's LLVM feature: the nightly's LLVM major version.
+const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
+
+/// (command that must exist, Debian package providing it)
+const APT: [(&str, &str); 6] = [
+    ("ip", "iproute2"),
+    ("bpftool", "bpftool"),
+    ("tcpreplay", "tcpreplay"),
+    ("nsenter", "util-linux"),
+    ("setpriv", "util-linux"),
+    ("unshare", "util-linux"),
+];
+
+pub fn run() -> anyhow::Result<()> {
+    nightly()?;
+    bpf_linker()?;
+    apt_packages()?;
+    bpffs()?;
+    Ok(())
+}
+
+fn nightly() -> anyhow::Result<()> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        EBPF_TOOLCHAIN,
+    ]))
+    .is_some_and(|list| list.lines().any(|l| l.starts_with("rust-src")));
+    if !installed {
+        exec(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            EBPF_TOOLCHAIN,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
+    }
+    Ok(())
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    let version = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
+    if version.contains(BPF_LINKER_VERSION) {
+        return Ok(());
+    }
+    // Link bpf-linker against the nightly's libLLVM: no system LLVM needed, and the LLVM that
+    // reads rustc's bitcode is exactly the one that wrote it.
+    let sysroot =
+        output(Command::new("rustc").args([&format!("+{EBPF_TOOLCHAIN}"), "--print", "sysroot"]))
+            .context("finding the nightly's sysroot")?;
+    let lib = Path::new(sysroot.trim()).join("lib");
+    let llvm = std::fs::read_dir(&lib)
+        .with_context(|| format!("listing {}", lib.display()))?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("lib")?
+                .strip_suffix(".so")
+                .filter(|n| n.starts_with("LLVM-"))
+                .map(str::to_owned)
+        })
+        .next();
+    let Some(llvm) = llvm else {
+        bail!(
+            "no libLLVM-*.so in {}: is {EBPF_TOOLCHAIN} installed?",
+            lib.display()
+        );
+    };
+    let rustflags = format!(
+        "-L {0} -l dylib={llvm} -C link-arg=-Wl,-rpath,{0}",
+        lib.display()
+    );
+    exec(Command::new("cargo").env("RUSTFLAGS", rustflags).args([
+        "install",
+        &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+        "--locked",
+        "--no-default-features",
+        "--features",
+        &format!("{BPF_LINKER_LLVM_FEATURE},no-llvm-linking"),
+    ]))
+}
+
+fn have(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).is_some_and(|uid| uid.trim() == "0")
+}
+
+fn apt_packages() -> anyhow::Result<()> {
+    let mut missing: Vec<&str> = APT
+        .iter()
+        .filter(|(bin, _)| !have(bin))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing packages {}: run `sudo apt-get install -y {}` or run this as root",
+            missing.join(" "),
+            missing.join(" ")
+        );
+    }
+    exec(Command::new("apt-get").args(["update", "-q"]))?;
+    exec(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing),
+    )
+}
+
+fn bpffs() -> anyhow::Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let mounted = mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf "));
+    if mounted {
+        return Ok(());
+    }
+    if !is_root() {
+        eprintln!("xtask: note: bpffs is not mounted at /sys/fs/bpf; `serveflow run` needs it (as root: mount -t bpf bpf /sys/fs/bpf)");
+        return Ok(());
+    }
+    exec(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
+}

@@ -148,7 +148,9 @@ pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
         .try_into()
         .map_err(|e: ProgramError| XdpError::Program(e.to_string()))?;
     if program.fd().is_err() {
-        program.load().map_err(|e| XdpError::Program(one_line(&e)))?;
+        program
+            .load()
+            .map_err(|e| XdpError::Program(one_line(&e)))?;
     }
     Ok(program)
 }
@@ -285,14 +287,13 @@ fn one_line(e: &ProgramError) -> String {
     let reason = log
         .lines()
         .map(str::trim)
-        .filter(|l| {
+        .rfind(|l| {
             !l.is_empty()
                 && !l.starts_with("processed ")
                 && !l.starts_with("verification time")
                 && !l.starts_with("stack depth")
                 && !l.starts_with(':')
         })
-        .next_back()
         .unwrap_or("");
     let hint = if text.contains("Permission denied") || text.contains("Operation not permitted") {
         " (needs CAP_BPF and CAP_PERFMON, or root)"

@@ -269,9 +269,12 @@ impl XskReceiver {
             let mut fill = self.device.fill(n as u32);
             fill.insert(addrs[..n].iter().copied());
             fill.commit();
-        }
-        if self.device.needs_wakeup() {
-            self.device.wake();
+            drop(fill);
+            // With need_wakeup the kernel asks for a syscall only when it ran out of fill
+            // entries; new entries exist only after a refill, so that is the only time to wake.
+            if self.device.needs_wakeup() {
+                self.device.wake();
+            }
         }
         Ok(n)
     }

@@ -19,6 +19,7 @@
 
 pub mod capture;
 pub mod cmd;
+pub mod flow;
 pub mod parse;
 pub mod system;
 pub mod xdp;

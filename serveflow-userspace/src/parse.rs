@@ -7,6 +7,8 @@
 
 use serveflow_common::{flow_key::ipv4_mapped, proto, FlowKey, XdpCounter};
 
+use crate::capture::LinkType;
+
 const ETH_HLEN: usize = 14;
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -15,6 +17,8 @@ const ETH_P_8021AD: u16 = 0x88a8;
 const MAX_VLAN_TAGS: usize = 2;
 const MAX_IPV6_EXT: usize = 6;
 const MAX_L4_OFFSET: usize = 512;
+const PPP_IPV4: u16 = 0x0021;
+const PPP_IPV6: u16 = 0x0057;
 
 /// Why a frame carries no trackable TCP/UDP flow. Shares its meaning (and counter slot) with
 /// the XDP program's pass reasons.
@@ -35,17 +39,43 @@ pub enum Skip {
     /// A header field is impossible.
     #[error("malformed header")]
     Malformed,
+    /// A link type without IP inside that we read (802.11, radiotap, PPI, unknown numbers).
+    #[error("unsupported link type")]
+    UnsupportedLink,
 }
 
 impl Skip {
-    /// The XDP counter slot with the same meaning.
-    pub fn counter(self) -> XdpCounter {
+    /// Every reason, in a stable order.
+    pub const ALL: [Skip; 6] = [
+        Skip::NotIp,
+        Skip::NotTcpUdp,
+        Skip::Fragment,
+        Skip::Truncated,
+        Skip::Malformed,
+        Skip::UnsupportedLink,
+    ];
+
+    /// The XDP counter slot with the same meaning (none for link types XDP never sees).
+    pub fn counter(self) -> Option<XdpCounter> {
         match self {
-            Skip::NotIp => XdpCounter::PassNotIp,
-            Skip::NotTcpUdp => XdpCounter::PassNotTcpUdp,
-            Skip::Fragment => XdpCounter::PassFragment,
-            Skip::Truncated => XdpCounter::PassTruncated,
-            Skip::Malformed => XdpCounter::PassMalformed,
+            Skip::NotIp => Some(XdpCounter::PassNotIp),
+            Skip::NotTcpUdp => Some(XdpCounter::PassNotTcpUdp),
+            Skip::Fragment => Some(XdpCounter::PassFragment),
+            Skip::Truncated => Some(XdpCounter::PassTruncated),
+            Skip::Malformed => Some(XdpCounter::PassMalformed),
+            Skip::UnsupportedLink => None,
+        }
+    }
+
+    /// Stable snake_case name for summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            Skip::NotIp => "not_ip",
+            Skip::NotTcpUdp => "not_tcp_udp",
+            Skip::Fragment => "fragment",
+            Skip::Truncated => "truncated",
+            Skip::Malformed => "malformed",
+            Skip::UnsupportedLink => "unsupported_link",
         }
     }
 }
@@ -83,6 +113,13 @@ pub struct Packet<'a> {
 }
 
 impl Packet<'_> {
+    /// TCP flags byte (CWR..FIN), for TCP packets.
+    pub fn tcp_flags(&self) -> Option<u8> {
+        (self.proto == proto::TCP)
+            .then(|| self.frame.get(self.l4 + 13).copied())
+            .flatten()
+    }
+
     /// The direction-normalised key and whether this packet goes from the key's higher
     /// endpoint to its lower one.
     pub fn flow_key(&self) -> (FlowKey, bool) {
@@ -112,6 +149,58 @@ pub fn parse_ethernet(frame: &[u8]) -> Result<Packet<'_>, Skip> {
         ether_type = be16(frame, l3 + 2)?;
         l3 += 4;
     }
+    parse_l3(frame, ether_type, l3)
+}
+
+/// Parses a frame of any supported link type down to its TCP/UDP ports.
+pub fn parse_link(link: LinkType, frame: &[u8]) -> Result<Packet<'_>, Skip> {
+    match link {
+        LinkType::Ethernet => parse_ethernet(frame),
+        LinkType::Raw => match bytes::<1>(frame, 0)?[0] >> 4 {
+            4 => parse_ipv4(frame, 0),
+            6 => parse_ipv6(frame, 0),
+            _ => Err(Skip::NotIp),
+        },
+        LinkType::Ipv4 => parse_ipv4(frame, 0),
+        LinkType::Ipv6 => parse_ipv6(frame, 0),
+        // Protocol (an EtherType) at 14, network header at 16.
+        LinkType::LinuxSll => parse_l3(frame, be16(frame, 14)?, 16),
+        // Protocol at 0, network header at 20.
+        LinkType::LinuxSll2 => parse_l3(frame, be16(frame, 0)?, 20),
+        // Address family, host order (written by whichever machine captured) or network order.
+        LinkType::Null | LinkType::Loop => {
+            let family = bytes::<4>(frame, 0)?;
+            let le = u32::from_le_bytes(family);
+            let be = u32::from_be_bytes(family);
+            match (le, be) {
+                (2, _) | (_, 2) => parse_ipv4(frame, 4),
+                // AF_INET6 is 10 on Linux, 24 on NetBSD/OpenBSD, 28 on FreeBSD, 30 on macOS.
+                (10 | 24 | 28 | 30, _) | (_, 10 | 24 | 28 | 30) => parse_ipv6(frame, 4),
+                _ => Err(Skip::NotIp),
+            }
+        }
+        // Address, control, then a 2-byte EtherType.
+        LinkType::CiscoHdlc => parse_l3(frame, be16(frame, 2)?, 4),
+        LinkType::Ppp => {
+            let (protocol, l3) = if bytes::<2>(frame, 0)? == [0xff, 0x03] {
+                (be16(frame, 2)?, 4)
+            } else {
+                (be16(frame, 0)?, 2)
+            };
+            match protocol {
+                PPP_IPV4 => parse_ipv4(frame, l3),
+                PPP_IPV6 => parse_ipv6(frame, l3),
+                _ => Err(Skip::NotIp),
+            }
+        }
+        LinkType::Ieee80211 | LinkType::Radiotap | LinkType::Ppi | LinkType::Other(_) => {
+            Err(Skip::UnsupportedLink)
+        }
+    }
+}
+
+/// Dispatches on an EtherType to the IP parsers.
+fn parse_l3(frame: &[u8], ether_type: u16, l3: usize) -> Result<Packet<'_>, Skip> {
     match ether_type {
         ETH_P_IPV4 => parse_ipv4(frame, l3),
         ETH_P_IPV6 => parse_ipv6(frame, l3),
@@ -281,6 +370,39 @@ mod tests {
         let mut frame = tcp_v4(b"x");
         frame[14] = 0x44; // IHL 4 words
         assert_eq!(parse_ethernet(&frame).map(|_| ()), Err(Skip::Malformed));
+    }
+
+    #[test]
+    fn every_link_type_reaches_the_same_packet() {
+        let eth = tcp_v4(b"x");
+        let ip = &eth[14..];
+        let with = |prefix: &[u8]| [prefix, ip].concat();
+        let mut sll = vec![0u8; 16];
+        sll[14..16].copy_from_slice(&[0x08, 0x00]);
+        let mut sll2 = vec![0u8; 20];
+        sll2[0..2].copy_from_slice(&[0x08, 0x00]);
+        let cases: Vec<(LinkType, Vec<u8>)> = vec![
+            (LinkType::Ethernet, eth.clone()),
+            (LinkType::Raw, ip.to_vec()),
+            (LinkType::Ipv4, ip.to_vec()),
+            (LinkType::LinuxSll, with(&sll)),
+            (LinkType::LinuxSll2, with(&sll2)),
+            (LinkType::Null, with(&2u32.to_le_bytes())),
+            (LinkType::Loop, with(&2u32.to_be_bytes())),
+            (LinkType::CiscoHdlc, with(&[0x0f, 0, 0x08, 0x00])),
+            (LinkType::Ppp, with(&[0xff, 0x03, 0x00, 0x21])),
+            (LinkType::Ppp, with(&[0x00, 0x21])),
+        ];
+        for (link, frame) in cases {
+            let p = parse_link(link, &frame).unwrap_or_else(|e| panic!("{link:?}: {e}"));
+            assert_eq!((p.sport, p.dport, p.proto), (40000, 443, 6), "{link:?}");
+            assert_eq!(p.l4 - p.l3, 20, "{link:?}");
+        }
+        assert_eq!(
+            parse_link(LinkType::Radiotap, &eth).map(|_| ()),
+            Err(Skip::UnsupportedLink)
+        );
+        assert_eq!(parse_link(LinkType::Raw, &[]).map(|_| ()), Err(Skip::Truncated));
     }
 
     #[test]

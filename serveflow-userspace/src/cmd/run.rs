@@ -112,7 +112,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut counts = UserspaceCounts::default();
     let mut flows: HashSet<FlowKey> = HashSet::new();
-    let mut skipped = [0u64; serveflow_common::counters::XDP_COUNTER_SLOTS];
+    let mut skipped = [0u64; Skip::ALL.len()];
     let mut on_frame = |frame: &[u8]| {
         counts.packets += 1;
         counts.bytes += frame.len() as u64;
@@ -120,7 +120,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
             Ok(packet) => {
                 flows.insert(packet.flow_key().0);
             }
-            Err(skip) => skipped[skip.counter() as usize] += 1,
+            Err(skip) => skipped[skip as usize] += 1,
         }
     };
     loop {
@@ -144,16 +144,10 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     counts.flows = flows.len() as u64;
     counts.tcp_flows = flows.iter().filter(|k| k.proto == proto::TCP).count() as u64;
     counts.udp_flows = flows.iter().filter(|k| k.proto == proto::UDP).count() as u64;
-    for skip in [
-        Skip::NotIp,
-        Skip::NotTcpUdp,
-        Skip::Fragment,
-        Skip::Truncated,
-        Skip::Malformed,
-    ] {
-        let n = skipped[skip.counter() as usize];
+    for skip in Skip::ALL {
+        let n = skipped[skip as usize];
         if n > 0 {
-            counts.skipped.insert(skip.counter().name(), n);
+            counts.skipped.insert(skip.name(), n);
         }
     }
     let kernel = program.counters()?;

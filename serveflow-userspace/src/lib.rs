@@ -19,6 +19,7 @@
 
 pub mod capture;
 pub mod cmd;
+pub mod extract;
 pub mod flow;
 pub mod parse;
 pub mod system;

@@ -4,7 +4,14 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use serveflow::{cmd::run::RunOptions, xdp::AttachMode};
+use serveflow::{
+    cmd::{
+        extract::{ExtractOptions, Format},
+        run::RunOptions,
+    },
+    flow::FlowConfig,
+    xdp::AttachMode,
+};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +44,27 @@ enum Command {
         #[arg(long)]
         summary: Option<PathBuf>,
     },
+    /// Read pcap/pcapng files as one timeline and write one row per TCP/UDP flow.
+    Extract {
+        /// Capture files.
+        #[arg(required = true)]
+        captures: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Csv)]
+        format: Format,
+        /// Output file (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Idle timeout in seconds.
+        #[arg(long, default_value_t = FlowConfig::default().idle_timeout_s)]
+        idle_timeout: u64,
+        /// Active timeout in seconds.
+        #[arg(long, default_value_t = FlowConfig::default().active_timeout_s)]
+        active_timeout: u64,
+        /// End TCP flows at FIN/RST.
+        #[arg(long)]
+        end_on_fin_rst: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +95,24 @@ fn main() -> ExitCode {
                 summary,
             })
         }
+        Command::Extract {
+            captures,
+            format,
+            out,
+            idle_timeout,
+            active_timeout,
+            end_on_fin_rst,
+        } => serveflow::cmd::extract::run(&ExtractOptions {
+            captures,
+            format,
+            out,
+            flow: FlowConfig {
+                idle_timeout_s: idle_timeout,
+                active_timeout_s: active_timeout,
+                end_on_fin_rst,
+                ..FlowConfig::default()
+            },
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -402,7 +402,10 @@ mod tests {
             parse_link(LinkType::Radiotap, &eth).map(|_| ()),
             Err(Skip::UnsupportedLink)
         );
-        assert_eq!(parse_link(LinkType::Raw, &[]).map(|_| ()), Err(Skip::Truncated));
+        assert_eq!(
+            parse_link(LinkType::Raw, &[]).map(|_| ()),
+            Err(Skip::Truncated)
+        );
     }
 
     #[test]

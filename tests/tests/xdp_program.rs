@@ -241,7 +241,12 @@ fn xdp_program_matches_userspace_parser_on_crafted_frames() {
                 );
             }
             Err(skip) => {
-                assert_eq!(skip.counter(), Some(case.expect), "{}: parser reason", case.name);
+                assert_eq!(
+                    skip.counter(),
+                    Some(case.expect),
+                    "{}: parser reason",
+                    case.name
+                );
                 assert!(
                     new.is_empty(),
                     "{}: untracked frame made entries {new:?}",

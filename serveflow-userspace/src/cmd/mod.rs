@@ -1,3 +1,4 @@
 //! Subcommands of the `serveflow` binary, one module each.
 
+pub mod extract;
 pub mod run;

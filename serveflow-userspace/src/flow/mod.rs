@@ -251,7 +251,9 @@ impl<S: FlowState> FlowTable<S> {
         flow.state.update(now, packet, dir);
         let closes = self.config.end_on_fin_rst
             && packet.proto == proto::TCP
-            && packet.tcp_flags().is_some_and(|f| f & (TCP_FIN | TCP_RST) != 0);
+            && packet
+                .tcp_flags()
+                .is_some_and(|f| f & (TCP_FIN | TCP_RST) != 0);
         if closes {
             if let Some(flow) = self.flows.pop(&key) {
                 self.count_end(EndReason::FinRst);
@@ -311,12 +313,19 @@ mod tests {
     fn initiator_is_src_and_directions_are_counted() {
         let ended = run(
             FlowConfig::default(),
-            &[(S, frame(B, 80, A, 5000, false)), (2 * S, frame(A, 5000, B, 80, false))],
+            &[
+                (S, frame(B, 80, A, 5000, false)),
+                (2 * S, frame(A, 5000, B, 80, false)),
+            ],
         );
         assert_eq!(ended.len(), 1);
         let (flow, reason) = &ended[0];
         assert_eq!(*reason, EndReason::Flush);
-        assert_eq!((flow.sport, flow.dport), (80, 5000), "first packet's source is src");
+        assert_eq!(
+            (flow.sport, flow.dport),
+            (80, 5000),
+            "first packet's source is src"
+        );
         assert_eq!((flow.packets, flow.fwd_packets), (2, 1));
         assert_eq!((flow.first_seen_ns, flow.last_seen_ns), (S, 2 * S));
     }
@@ -334,7 +343,11 @@ mod tests {
         let reasons: Vec<_> = ended.iter().map(|(f, r)| (*r, f.packets)).collect();
         assert_eq!(
             reasons,
-            vec![(EndReason::Idle, 2), (EndReason::Active, 4), (EndReason::Flush, 1)]
+            vec![
+                (EndReason::Idle, 2),
+                (EndReason::Active, 4),
+                (EndReason::Flush, 1)
+            ]
         );
     }
 

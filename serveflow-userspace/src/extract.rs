@@ -90,10 +90,11 @@ pub struct ExtractReport {
 pub fn extract<S: FlowState>(
     paths: &[PathBuf],
     config: FlowConfig,
+    state_config: S::Config,
     mut on_flow: impl FnMut(Flow<S>, EndReason),
 ) -> Result<ExtractReport, CaptureError> {
     let mut captures = MergedCaptures::open(paths)?;
-    let mut table: FlowTable<S> = FlowTable::new(config);
+    let mut table: FlowTable<S> = FlowTable::new(config, state_config);
     let mut report = ExtractReport::default();
     let mut skipped = [0u64; Skip::ALL.len()];
     for packet in captures.by_ref() {

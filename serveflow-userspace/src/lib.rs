@@ -20,6 +20,7 @@
 pub mod capture;
 pub mod cmd;
 pub mod extract;
+pub mod features;
 pub mod flow;
 pub mod parse;
 pub mod system;

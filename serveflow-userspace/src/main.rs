@@ -9,6 +9,7 @@ use serveflow::{
         extract::{ExtractOptions, Format},
         run::RunOptions,
     },
+    features::FeatureSpec,
     flow::FlowConfig,
     xdp::AttachMode,
 };
@@ -64,6 +65,12 @@ enum Command {
         /// End TCP flows at FIN/RST.
         #[arg(long)]
         end_on_fin_rst: bool,
+        /// Feature sets: comma list of stats, nprint, nprint-ipv6, payload:N (or none).
+        #[arg(long, default_value = "stats")]
+        features: FeatureSpec,
+        /// Packets per flow the features cover.
+        #[arg(long, default_value_t = FeatureSpec::default().packets)]
+        packets: u32,
     },
 }
 
@@ -102,7 +109,13 @@ fn main() -> ExitCode {
             idle_timeout,
             active_timeout,
             end_on_fin_rst,
+            features,
+            packets,
         } => serveflow::cmd::extract::run(&ExtractOptions {
+            features: FeatureSpec {
+                packets,
+                ..features
+            },
             captures,
             format,
             out,

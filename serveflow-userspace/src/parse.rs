@@ -120,6 +120,59 @@ impl Packet<'_> {
             .flatten()
     }
 
+    /// Length of the L4 header (TCP data offset, or 8 for UDP), clamped to the frame.
+    pub fn l4_header_len(&self) -> usize {
+        let len = match self.tcp_flags() {
+            Some(_) => self
+                .frame
+                .get(self.l4 + 12)
+                .map_or(20, |b| usize::from(b >> 4) * 4),
+            None => 8,
+        };
+        len.min(self.frame.len().saturating_sub(self.l4))
+    }
+
+    /// Offset of the L4 payload.
+    pub fn payload_offset(&self) -> usize {
+        self.l4 + self.l4_header_len()
+    }
+
+    /// End of the IP packet per its length field (excludes Ethernet padding), clamped to
+    /// the captured bytes.
+    pub fn ip_end(&self) -> usize {
+        let field = |at: usize| {
+            self.frame
+                .get(at..at + 2)
+                .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        };
+        let end = match self.ip {
+            IpVersion::V4 => field(self.l3 + 2).map(|total| self.l3 + total),
+            IpVersion::V6 => field(self.l3 + 4).map(|payload| self.l3 + 40 + payload),
+        };
+        end.unwrap_or(self.frame.len()).min(self.frame.len())
+    }
+
+    /// Payload bytes after the L4 header (padding excluded).
+    pub fn payload_len(&self) -> usize {
+        self.ip_end().saturating_sub(self.payload_offset())
+    }
+
+    /// TCP receive window, for TCP packets.
+    pub fn tcp_window(&self) -> Option<u16> {
+        self.tcp_flags()?;
+        let w = self.frame.get(self.l4 + 14..self.l4 + 16)?;
+        Some(u16::from_be_bytes([w[0], w[1]]))
+    }
+
+    /// IPv4 TTL or IPv6 hop limit.
+    pub fn ttl(&self) -> Option<u8> {
+        let at = match self.ip {
+            IpVersion::V4 => self.l3 + 8,
+            IpVersion::V6 => self.l3 + 7,
+        };
+        self.frame.get(at).copied()
+    }
+
     /// The direction-normalised key and whether this packet goes from the key's higher
     /// endpoint to its lower one.
     pub fn flow_key(&self) -> (FlowKey, bool) {

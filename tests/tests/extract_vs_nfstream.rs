@@ -61,7 +61,7 @@ fn flow_counts_match_nfstream() {
     for rel in capture_paths(&dir) {
         let path = dir.join(&rel);
         let mut n = 0u64;
-        match extract::<()>(&[path], FlowConfig::default(), |_, _| n += 1) {
+        match extract::<()>(&[path], FlowConfig::default(), (), |_, _| n += 1) {
             Ok(_) => {
                 ours.insert(rel, n);
             }

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 
 use crate::{
     extract::{extract, FlowRecord},
+    features::{FeatureSpec, FeatureState},
     flow::FlowConfig,
 };
 
@@ -32,10 +33,22 @@ pub struct ExtractOptions {
     pub out: Option<PathBuf>,
     /// Flow-table settings.
     pub flow: FlowConfig,
+    /// Features per flow.
+    pub features: FeatureSpec,
 }
 
 const CSV_HEADER: &str =
     "src,sport,dst,dport,proto,first_seen_us,last_seen_us,packets,bytes,src2dst_packets,end";
+
+/// Writes feature values compactly: integers without a fraction, others with 6 digits.
+fn push_value(line: &mut String, v: f32) {
+    use std::fmt::Write as _;
+    if v.fract() == 0.0 && v.abs() < 1e9 {
+        let _ = write!(line, ",{}", v as i64);
+    } else {
+        let _ = write!(line, ",{v:.6}");
+    }
+}
 
 fn csv_row(r: &FlowRecord) -> String {
     let end = serde_json::to_value(r.end)
@@ -68,17 +81,35 @@ pub fn run(opts: &ExtractOptions) -> anyhow::Result<()> {
     };
     let mut out = BufWriter::new(sink);
     if opts.format == Format::Csv {
-        writeln!(out, "{CSV_HEADER}")?;
+        let names = opts.features.names();
+        let sep = if names.is_empty() { "" } else { "," };
+        writeln!(out, "{CSV_HEADER}{sep}{}", names.join(","))?;
     }
     let mut write_err: Option<std::io::Error> = None;
-    let report = extract::<()>(&opts.captures, opts.flow, |flow, end| {
+    let mut values = Vec::new();
+    let report = extract::<FeatureState>(&opts.captures, opts.flow, opts.features, |flow, end| {
         if write_err.is_some() {
             return;
         }
         let record = FlowRecord::new(&flow, end);
+        values.clear();
+        flow.state.values(&mut values);
         let line = match opts.format {
-            Format::Csv => csv_row(&record),
-            Format::Jsonl => serde_json::to_string(&record).unwrap_or_default(),
+            Format::Csv => {
+                let mut line = csv_row(&record);
+                line.reserve(values.len() * 3);
+                for v in &values {
+                    push_value(&mut line, *v);
+                }
+                line
+            }
+            Format::Jsonl => {
+                let mut json = serde_json::to_value(&record).unwrap_or_default();
+                if let Some(obj) = json.as_object_mut() {
+                    obj.insert("features".into(), serde_json::json!(values));
+                }
+                json.to_string()
+            }
         };
         if let Err(e) = writeln!(out, "{line}") {
             write_err = Some(e);

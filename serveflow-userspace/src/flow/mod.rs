@@ -63,12 +63,18 @@ pub enum Direction {
 }
 
 /// Per-flow state a feature extractor keeps; updated on every packet of the flow.
-pub trait FlowState: Default {
+pub trait FlowState {
+    /// What every new flow's state is made from (e.g. the feature spec).
+    type Config;
+    /// State for a new flow.
+    fn new(config: &Self::Config) -> Self;
     /// Adds one packet.
     fn update(&mut self, ts_ns: u64, packet: &Packet<'_>, dir: Direction);
 }
 
 impl FlowState for () {
+    type Config = ();
+    fn new(_: &()) {}
     fn update(&mut self, _: u64, _: &Packet<'_>, _: Direction) {}
 }
 
@@ -121,8 +127,9 @@ pub struct FlowCounters {
 }
 
 /// The table.
-pub struct FlowTable<S> {
+pub struct FlowTable<S: FlowState> {
     flows: LruCache<FlowKey, Flow<S>>,
+    state_config: S::Config,
     config: FlowConfig,
     idle_ns: u64,
     active_ns: u64,
@@ -131,9 +138,10 @@ pub struct FlowTable<S> {
 }
 
 impl<S: FlowState> FlowTable<S> {
-    /// An empty table.
-    pub fn new(config: FlowConfig) -> Self {
+    /// An empty table whose flows' states are made from `state_config`.
+    pub fn new(config: FlowConfig, state_config: S::Config) -> Self {
         FlowTable {
+            state_config,
             // The table grows on demand up to max_flows; eviction is ours, not the cache's.
             flows: LruCache::unbounded(),
             idle_ns: config.idle_timeout_s.saturating_mul(1_000_000_000),
@@ -227,7 +235,7 @@ impl<S: FlowState> FlowTable<S> {
                     packets: 0,
                     bytes: 0,
                     fwd_packets: 0,
-                    state: S::default(),
+                    state: S::new(&self.state_config),
                     initiator_is_lo: !reverse,
                 },
             );
@@ -299,7 +307,7 @@ mod tests {
     const S: u64 = 1_000_000_000;
 
     fn run(config: FlowConfig, packets: &[(u64, Vec<u8>)]) -> Vec<(Flow<()>, EndReason)> {
-        let mut table: FlowTable<()> = FlowTable::new(config);
+        let mut table: FlowTable<()> = FlowTable::new(config, ());
         let mut ended = Vec::new();
         let mut on_end = |f, r| ended.push((f, r));
         for (ts, f) in packets {

@@ -23,5 +23,6 @@ pub mod extract;
 pub mod features;
 pub mod flow;
 pub mod parse;
+pub mod profile;
 pub mod system;
 pub mod xdp;

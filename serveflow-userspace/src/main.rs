@@ -71,6 +71,9 @@ enum Command {
         /// Packets per flow the features cover.
         #[arg(long, default_value_t = FeatureSpec::default().packets)]
         packets: u32,
+        /// Print the cost of each feature set (CPU per packet, state and output per flow).
+        #[arg(long)]
+        profile: bool,
     },
 }
 
@@ -111,7 +114,9 @@ fn main() -> ExitCode {
             end_on_fin_rst,
             features,
             packets,
+            profile,
         } => serveflow::cmd::extract::run(&ExtractOptions {
+            profile,
             features: FeatureSpec {
                 packets,
                 ..features

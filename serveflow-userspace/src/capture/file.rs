@@ -13,6 +13,7 @@ use std::{
 use pcap_file::{
     pcap::PcapReader,
     pcapng::{blocks::interface_description::InterfaceDescriptionOption, Block, PcapNgReader},
+    TsResolution,
 };
 
 use crate::capture::LinkType;
@@ -185,14 +186,23 @@ impl CaptureFile {
             return None;
         }
         let next = match &mut self.format {
-            Format::Pcap { reader, link } => match reader.next_packet()? {
-                Ok(p) => Ok(CapturedPacket {
-                    ts_ns: u64::try_from(p.timestamp.as_nanos()).unwrap_or(u64::MAX),
-                    link: *link,
-                    data: p.data.into_owned(),
-                }),
-                Err(e) => Err(e.to_string()),
-            },
+            // Raw records: pcap-file's checked packets reject orig_len > snaplen, which is
+            // legal (snaplen bounds what was captured, not the wire length).
+            Format::Pcap { reader, link } => {
+                let nanos = reader.header().ts_resolution == TsResolution::NanoSecond;
+                match reader.next_raw_packet()? {
+                    Ok(p) => {
+                        let frac = u64::from(p.ts_frac);
+                        let frac_ns = if nanos { frac } else { frac * 1000 };
+                        Ok(CapturedPacket {
+                            ts_ns: u64::from(p.ts_sec) * 1_000_000_000 + frac_ns,
+                            link: *link,
+                            data: p.data.into_owned(),
+                        })
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
             Format::PcapNg { reader, interfaces } => loop {
                 match reader.next_block()? {
                     Ok(Block::SectionHeader(_)) => interfaces.clear(),

@@ -4,6 +4,7 @@
 pub mod afxdp;
 pub mod file;
 pub mod merge;
+pub mod synthetic;
 
 /// Link-layer header types (the pcap LINKTYPE_* numbers) the parser understands, plus the
 /// ones it recognises only to count and skip.

@@ -35,6 +35,8 @@ pub struct ExtractOptions {
     pub flow: FlowConfig,
     /// Features per flow.
     pub features: FeatureSpec,
+    /// Measure the cost of each feature set instead of writing rows.
+    pub profile: bool,
 }
 
 const CSV_HEADER: &str =
@@ -73,6 +75,9 @@ fn csv_row(r: &FlowRecord) -> String {
 
 /// Runs the extraction and writes the rows; the report goes to stderr.
 pub fn run(opts: &ExtractOptions) -> anyhow::Result<()> {
+    if opts.profile {
+        return run_profile(opts);
+    }
     let sink: Box<dyn Write> = match &opts.out {
         Some(path) => Box::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
@@ -139,5 +144,46 @@ pub fn run(opts: &ExtractOptions) -> anyhow::Result<()> {
             path.display()
         );
     }
+    Ok(())
+}
+
+/// `--profile`: the cost of each feature set over the captures (held in memory so disk reads
+/// do not count), as a Markdown table on stdout or in `--out`.
+fn run_profile(opts: &ExtractOptions) -> anyhow::Result<()> {
+    let packets: Vec<_> = crate::capture::merge::MergedCaptures::open(&opts.captures)?.collect();
+    let n = opts.features.packets;
+    let spec = |s: &str| -> anyhow::Result<Option<FeatureSpec>> {
+        let parsed: FeatureSpec = s.parse()?;
+        Ok(Some(FeatureSpec {
+            packets: n,
+            ..parsed
+        }))
+    };
+    let specs = vec![
+        ("flow table only".to_owned(), None),
+        ("stats".to_owned(), spec("stats")?),
+        (format!("nprint x{n}"), spec("nprint")?),
+        (format!("nprint x{n} + stats"), spec("nprint,stats")?),
+        (
+            format!("nprint-ipv6 + payload:32 x{n}"),
+            spec("nprint-ipv6,payload:32")?,
+        ),
+    ];
+    let rows = crate::profile::profile(&packets, opts.flow, &specs, 5);
+    let table = crate::profile::markdown(&rows);
+    match &opts.out {
+        Some(path) => {
+            std::fs::write(path, &table).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => std::io::stdout()
+            .lock()
+            .write_all(table.as_bytes())
+            .context("writing the cost table")?,
+    }
+    eprintln!(
+        "serveflow: profiled {} packets, {} flows, {n} packets per flow",
+        packets.len(),
+        rows.first().map_or(0, |r| r.flows)
+    );
     Ok(())
 }

@@ -14,7 +14,9 @@ use crate::{
     },
     flow::{EndReason, Flow, FlowConfig, FlowCounters, FlowState, FlowTable},
     parse::{self, Skip},
+    services::{ServiceMap, ServiceSource},
 };
+use serveflow_common::proto;
 
 /// One extracted flow.
 #[derive(Clone, Debug, Serialize)]
@@ -41,6 +43,12 @@ pub struct FlowRecord {
     pub src2dst_packets: u64,
     /// Why the flow ended.
     pub end: EndReason,
+    /// Service (empty when none matched).
+    pub service: String,
+    /// Server name the decision used, or the one seen (SNI, Host, or DNS answer).
+    pub server_name: String,
+    /// What decided the service.
+    pub service_source: Option<ServiceSource>,
 }
 
 /// Turns a stored address back into an `IpAddr` (IPv4-mapped addresses become IPv4).
@@ -53,9 +61,19 @@ pub fn ip(addr: [u8; 16]) -> IpAddr {
 }
 
 impl FlowRecord {
-    /// The record of an ended flow.
-    pub fn new<S>(flow: &Flow<S>, end: EndReason) -> Self {
+    /// The record of an ended flow, its service looked up in `services`.
+    pub fn new<S>(flow: &Flow<S>, end: EndReason, services: &ServiceMap) -> Self {
+        let (service, name, source) = services.classify(
+            flow.server_name.as_deref(),
+            ip(flow.dst),
+            flow.first_seen_ns,
+        );
         FlowRecord {
+            service: service
+                .and_then(|id| services.names().get(id).cloned())
+                .unwrap_or_default(),
+            server_name: name.unwrap_or_default().to_owned(),
+            service_source: source,
             src: ip(flow.src),
             sport: flow.sport,
             dst: ip(flow.dst),
@@ -86,12 +104,14 @@ pub struct ExtractReport {
     pub early_ends: Vec<(PathBuf, u64, String)>,
 }
 
-/// Reads `paths` as one timeline and calls `on_flow` for every flow as it ends.
+/// Reads `paths` as one timeline and calls `on_flow` for every flow as it ends, with the
+/// service map (whose DNS cache the run fills from the DNS responses it reads).
 pub fn extract<S: FlowState>(
     paths: &[PathBuf],
     config: FlowConfig,
     state_config: S::Config,
-    mut on_flow: impl FnMut(Flow<S>, EndReason),
+    services: &mut ServiceMap,
+    mut on_flow: impl FnMut(Flow<S>, EndReason, &ServiceMap),
 ) -> Result<ExtractReport, CaptureError> {
     let mut captures = MergedCaptures::open(paths)?;
     let mut table: FlowTable<S> = FlowTable::new(config, state_config);
@@ -102,12 +122,18 @@ pub fn extract<S: FlowState>(
         match parse::parse_link(packet.link, &packet.data) {
             Ok(parsed) => {
                 report.flow_packets += 1;
-                table.observe(packet.ts_ns, &parsed, &mut on_flow);
+                if parsed.proto == proto::UDP && parsed.sport == 53 {
+                    let payload = &parsed.frame[parsed.payload_offset()..parsed.ip_end()];
+                    services.dns.observe(payload, packet.ts_ns);
+                }
+                let map = &*services;
+                table.observe(packet.ts_ns, &parsed, &mut |f, r| on_flow(f, r, map));
             }
             Err(skip) => skipped[skip as usize] += 1,
         }
     }
-    table.flush(&mut on_flow);
+    let map = &*services;
+    table.flush(&mut |f, r| on_flow(f, r, map));
     report.flows = table.counters();
     for skip in Skip::ALL {
         if skipped[skip as usize] > 0 {

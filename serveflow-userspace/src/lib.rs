@@ -24,5 +24,6 @@ pub mod features;
 pub mod flow;
 pub mod parse;
 pub mod profile;
+pub mod services;
 pub mod system;
 pub mod xdp;

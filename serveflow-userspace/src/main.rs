@@ -74,6 +74,9 @@ enum Command {
         /// Print the cost of each feature set (CPU per packet, state and output per flow).
         #[arg(long)]
         profile: bool,
+        /// Services file (TOML: names, domain patterns, IP prefixes).
+        #[arg(long)]
+        services: Option<PathBuf>,
     },
 }
 
@@ -115,8 +118,10 @@ fn main() -> ExitCode {
             features,
             packets,
             profile,
+            services,
         } => serveflow::cmd::extract::run(&ExtractOptions {
             profile,
+            services,
             features: FeatureSpec {
                 packets,
                 ..features

@@ -11,6 +11,7 @@ use crate::{
     extract::{extract, FlowRecord},
     features::{FeatureSpec, FeatureState},
     flow::FlowConfig,
+    services::ServiceMap,
 };
 
 /// Output format.
@@ -37,10 +38,11 @@ pub struct ExtractOptions {
     pub features: FeatureSpec,
     /// Measure the cost of each feature set instead of writing rows.
     pub profile: bool,
+    /// Services file (TOML); without one only server names are reported.
+    pub services: Option<PathBuf>,
 }
 
-const CSV_HEADER: &str =
-    "src,sport,dst,dport,proto,first_seen_us,last_seen_us,packets,bytes,src2dst_packets,end";
+const CSV_HEADER: &str = "src,sport,dst,dport,proto,first_seen_us,last_seen_us,packets,bytes,src2dst_packets,end,service,server_name";
 
 /// Writes feature values compactly: integers without a fraction, others with 6 digits.
 fn push_value(line: &mut String, v: f32) {
@@ -58,7 +60,7 @@ fn csv_row(r: &FlowRecord) -> String {
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
     format!(
-        "{},{},{},{},{},{},{},{},{},{},{}",
+        "{},{},{},{},{},{},{},{},{},{},{},{},{}",
         r.src,
         r.sport,
         r.dst,
@@ -69,7 +71,9 @@ fn csv_row(r: &FlowRecord) -> String {
         r.packets,
         r.bytes,
         r.src2dst_packets,
-        end
+        end,
+        r.service,
+        r.server_name
     )
 }
 
@@ -92,34 +96,44 @@ pub fn run(opts: &ExtractOptions) -> anyhow::Result<()> {
     }
     let mut write_err: Option<std::io::Error> = None;
     let mut values = Vec::new();
-    let report = extract::<FeatureState>(&opts.captures, opts.flow, opts.features, |flow, end| {
-        if write_err.is_some() {
-            return;
-        }
-        let record = FlowRecord::new(&flow, end);
-        values.clear();
-        flow.state.values(&mut values);
-        let line = match opts.format {
-            Format::Csv => {
-                let mut line = csv_row(&record);
-                line.reserve(values.len() * 3);
-                for v in &values {
-                    push_value(&mut line, *v);
-                }
-                line
+    let mut services = match &opts.services {
+        Some(path) => ServiceMap::load(path)?,
+        None => ServiceMap::default(),
+    };
+    let report = extract::<FeatureState>(
+        &opts.captures,
+        opts.flow,
+        opts.features,
+        &mut services,
+        |flow, end, services| {
+            if write_err.is_some() {
+                return;
             }
-            Format::Jsonl => {
-                let mut json = serde_json::to_value(&record).unwrap_or_default();
-                if let Some(obj) = json.as_object_mut() {
-                    obj.insert("features".into(), serde_json::json!(values));
+            let record = FlowRecord::new(&flow, end, services);
+            values.clear();
+            flow.state.values(&mut values);
+            let line = match opts.format {
+                Format::Csv => {
+                    let mut line = csv_row(&record);
+                    line.reserve(values.len() * 3);
+                    for v in &values {
+                        push_value(&mut line, *v);
+                    }
+                    line
                 }
-                json.to_string()
+                Format::Jsonl => {
+                    let mut json = serde_json::to_value(&record).unwrap_or_default();
+                    if let Some(obj) = json.as_object_mut() {
+                        obj.insert("features".into(), serde_json::json!(values));
+                    }
+                    json.to_string()
+                }
+            };
+            if let Err(e) = writeln!(out, "{line}") {
+                write_err = Some(e);
             }
-        };
-        if let Err(e) = writeln!(out, "{line}") {
-            write_err = Some(e);
-        }
-    })?;
+        },
+    )?;
     if let Some(e) = write_err {
         return Err(e).context("writing flows");
     }

@@ -10,7 +10,7 @@
 use lru::LruCache;
 use serveflow_common::{proto, FlowKey};
 
-use crate::parse::Packet;
+use crate::{parse::Packet, services::names};
 
 /// Flow-table settings. Defaults follow nfstream (idle 120 s, active 1800 s).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -103,11 +103,19 @@ pub struct Flow<S> {
     pub bytes: u64,
     /// Packets from the initiator.
     pub fwd_packets: u64,
+    /// Server name the flow carried (TLS SNI or HTTP Host of the initiator's first payload).
+    pub server_name: Option<String>,
     /// Feature state.
     pub state: S,
     /// Whether the initiator is the key's lower endpoint.
     initiator_is_lo: bool,
+    /// Initiator payloads left to look at for a server name.
+    name_tries: u8,
 }
+
+/// Initiator payload packets searched for a server name (a ClientHello or request line comes
+/// first; later ones would only cost time).
+const NAME_TRIES: u8 = 2;
 
 /// Counters of the table's life.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -239,8 +247,10 @@ impl<S: FlowState> FlowTable<S> {
                     packets: 0,
                     bytes: 0,
                     fwd_packets: 0,
+                    server_name: None,
                     state: S::new(&self.state_config),
                     initiator_is_lo: !reverse,
+                    name_tries: NAME_TRIES,
                 },
             );
         }
@@ -259,6 +269,14 @@ impl<S: FlowState> FlowTable<S> {
         flow.bytes += packet.frame.len() as u64;
         if dir == Direction::Forward {
             flow.fwd_packets += 1;
+            if flow.name_tries > 0 && packet.payload_len() > 0 {
+                flow.name_tries -= 1;
+                let payload = &packet.frame[packet.payload_offset()..packet.ip_end()];
+                flow.server_name = names::tls_sni(payload).or_else(|| names::http_host(payload));
+                if flow.server_name.is_some() {
+                    flow.name_tries = 0;
+                }
+            }
         }
         flow.state.update(now, packet, dir);
         let closes = self.config.end_on_fin_rst

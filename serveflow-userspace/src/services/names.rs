@@ -1,0 +1,150 @@
+//! Server names read off the wire: TLS ClientHello SNI and the HTTP/1 `Host` header, from a
+//! flow's first client payload. Both parsers bound every read and give up (None) on anything
+//! unexpected; a ClientHello split over several TCP segments is not reassembled.
+
+/// The SNI host name of a TLS ClientHello record, if `payload` starts with one.
+pub fn tls_sni(payload: &[u8]) -> Option<String> {
+    // Record: type 22 (handshake), version, length.
+    let rec = payload.get(..5)?;
+    if rec[0] != 22 {
+        return None;
+    }
+    let body = payload.get(5..)?;
+    // Handshake: type 1 (ClientHello), 3-byte length.
+    if *body.first()? != 1 {
+        return None;
+    }
+    let mut at = 4 + 2 + 32; // header, client version, random
+    let sid_len = usize::from(*body.get(at)?);
+    at += 1 + sid_len;
+    let suites = usize::from(u16::from_be_bytes([*body.get(at)?, *body.get(at + 1)?]));
+    at += 2 + suites;
+    let comp = usize::from(*body.get(at)?);
+    at += 1 + comp;
+    let ext_total = usize::from(u16::from_be_bytes([*body.get(at)?, *body.get(at + 1)?]));
+    at += 2;
+    let end = (at + ext_total).min(body.len());
+    while at + 4 <= end {
+        let kind = u16::from_be_bytes([body[at], body[at + 1]]);
+        let len = usize::from(u16::from_be_bytes([body[at + 2], body[at + 3]]));
+        at += 4;
+        if kind == 0 {
+            // server_name: list length (2), then entries of type (1), length (2), name.
+            let list = body.get(at..at + len)?;
+            let mut i = 2;
+            while i + 3 <= list.len() {
+                let name_type = list[i];
+                let name_len = usize::from(u16::from_be_bytes([list[i + 1], list[i + 2]]));
+                let name = list.get(i + 3..i + 3 + name_len)?;
+                if name_type == 0 {
+                    return clean_name(name);
+                }
+                i += 3 + name_len;
+            }
+            return None;
+        }
+        at += len;
+    }
+    None
+}
+
+/// The `Host` of an HTTP/1.x request, if `payload` starts with one.
+pub fn http_host(payload: &[u8]) -> Option<String> {
+    const METHODS: [&[u8]; 9] = [
+        b"GET ",
+        b"POST ",
+        b"HEAD ",
+        b"PUT ",
+        b"DELETE ",
+        b"OPTIONS ",
+        b"CONNECT ",
+        b"PATCH ",
+        b"TRACE ",
+    ];
+    if !METHODS.iter().any(|m| payload.starts_with(m)) {
+        return None;
+    }
+    let head = &payload[..payload.len().min(4096)];
+    for line in head.split(|b| *b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line.len() > 5 && line[..5].eq_ignore_ascii_case(b"host:") {
+            let value = line[5..].trim_ascii();
+            // Drop a port; keep an IPv6 literal's inside.
+            let host = if value.first() == Some(&b'[') {
+                value[1..].split(|b| *b == b']').next()?
+            } else {
+                value.split(|b| *b == b':').next()?
+            };
+            return clean_name(host);
+        }
+    }
+    None
+}
+
+/// Lower-cases a DNS-style name and rejects anything that is not one.
+pub fn clean_name(raw: &[u8]) -> Option<String> {
+    if raw.is_empty() || raw.len() > 253 {
+        return None;
+    }
+    let ok = raw
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':'));
+    ok.then(|| {
+        String::from_utf8_lossy(raw)
+            .trim_end_matches('.')
+            .to_ascii_lowercase()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal ClientHello with one cipher suite and an SNI of `name`.
+    pub fn client_hello(name: &str) -> Vec<u8> {
+        let n = name.as_bytes();
+        let mut sni = vec![0u8, 0]; // extension type server_name
+        let list_len = 3 + n.len();
+        sni.extend_from_slice(&((list_len + 2) as u16).to_be_bytes());
+        sni.extend_from_slice(&(list_len as u16).to_be_bytes());
+        sni.push(0);
+        sni.extend_from_slice(&(n.len() as u16).to_be_bytes());
+        sni.extend_from_slice(n);
+        let mut hello = vec![3, 3];
+        hello.extend_from_slice(&[7; 32]);
+        hello.push(0); // session id
+        hello.extend_from_slice(&[0, 2, 0x13, 0x01]); // one suite
+        hello.extend_from_slice(&[1, 0]); // null compression
+        hello.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+        hello.extend_from_slice(&sni);
+        let mut hs = vec![1, 0, (hello.len() >> 8) as u8, hello.len() as u8];
+        hs.extend_from_slice(&hello);
+        let mut rec = vec![22, 3, 1, (hs.len() >> 8) as u8, hs.len() as u8];
+        rec.extend_from_slice(&hs);
+        rec
+    }
+
+    #[test]
+    fn sni_is_read_and_garbage_is_not() {
+        let hello = client_hello("Www.Example.COM");
+        assert_eq!(tls_sni(&hello).as_deref(), Some("www.example.com"));
+        for cut in 0..hello.len() {
+            assert_eq!(tls_sni(&hello[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(tls_sni(b"GET / HTTP/1.1\r\n"), None);
+    }
+
+    #[test]
+    fn http_host_with_and_without_port() {
+        let req = b"GET /x HTTP/1.1\r\nUser-Agent: a\r\nHost: Example.org:8080\r\n\r\n";
+        assert_eq!(http_host(req).as_deref(), Some("example.org"));
+        assert_eq!(
+            http_host(b"POST / HTTP/1.0\r\nhost: api.test\r\n\r\n").as_deref(),
+            Some("api.test")
+        );
+        assert_eq!(http_host(b"HTTP/1.1 200 OK\r\nHost: x\r\n"), None);
+    }
+}

@@ -282,3 +282,126 @@ impl CaptureFile {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly on purpose")]
+    use std::{borrow::Cow, io::Write as _, time::Duration};
+
+    use pcap_file::{
+        pcap::{PcapHeader, PcapPacket, PcapWriter},
+        pcapng::{
+            blocks::{
+                enhanced_packet::EnhancedPacketBlock,
+                interface_description::InterfaceDescriptionBlock,
+            },
+            PcapNgWriter,
+        },
+        DataLink,
+    };
+
+    use super::*;
+
+    fn read(path: &Path) -> (Vec<CapturedPacket>, Option<EarlyEnd>) {
+        let mut f = CaptureFile::open(path).unwrap();
+        let mut out = Vec::new();
+        while let Some(p) = f.next_packet() {
+            out.push(p);
+        }
+        (out, f.early_end().cloned())
+    }
+
+    #[test]
+    fn pcap_nanosecond_timestamps_and_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ns.pcap");
+        let header = PcapHeader {
+            ts_resolution: TsResolution::NanoSecond,
+            datalink: DataLink::RAW,
+            ..Default::default()
+        };
+        let mut w = PcapWriter::with_header(std::fs::File::create(&path).unwrap(), header).unwrap();
+        for i in 0..3u64 {
+            let ts = Duration::new(1_700_000_000, 123_456_789 + i as u32);
+            w.write_packet(&PcapPacket::new(ts, 4, &[0x45, 0, 0, i as u8]))
+                .unwrap();
+        }
+        drop(w);
+        let (packets, early) = read(&path);
+        assert_eq!(packets.len(), 3);
+        assert_eq!(packets[2].ts_ns, 1_700_000_000_123_456_791);
+        assert_eq!(packets[0].link, LinkType::Raw);
+        assert!(early.is_none());
+
+        // Cut the last record in half: two packets survive, with a warning.
+        let bytes = std::fs::read(&path).unwrap();
+        let cut = dir.path().join("cut.pcap");
+        std::fs::File::create(&cut)
+            .unwrap()
+            .write_all(&bytes[..bytes.len() - 3])
+            .unwrap();
+        let (packets, early) = read(&cut);
+        assert_eq!(packets.len(), 2);
+        assert_eq!(early.map(|e| e.after_packets), Some(2));
+    }
+
+    #[test]
+    fn pcapng_interfaces_link_types_and_tsresol() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("two.pcapng");
+        let mut w = PcapNgWriter::new(std::fs::File::create(&path).unwrap()).unwrap();
+        // Interface 0: Ethernet, default µs. Interface 1: Linux SLL, ns (tsresol 9).
+        w.write_pcapng_block(InterfaceDescriptionBlock {
+            linktype: DataLink::ETHERNET,
+            snaplen: 0,
+            options: vec![],
+        })
+        .unwrap();
+        w.write_pcapng_block(InterfaceDescriptionBlock {
+            linktype: DataLink::LINUX_SLL,
+            snaplen: 0,
+            options: vec![InterfaceDescriptionOption::IfTsResol(9)],
+        })
+        .unwrap();
+        for (iface, raw) in [
+            (0u32, 1_700_000_000_000_001u64),
+            (1, 1_700_000_000_000_000_002),
+        ] {
+            w.write_pcapng_block(EnhancedPacketBlock {
+                interface_id: iface,
+                timestamp: Duration::from_nanos(raw),
+                original_len: 4,
+                data: Cow::Borrowed(&[1, 2, 3, 4]),
+                options: vec![],
+            })
+            .unwrap();
+        }
+        drop(w);
+        let mut f = CaptureFile::open(&path).unwrap();
+        let a = f.next_packet().unwrap();
+        let b = f.next_packet().unwrap();
+        assert!(f.next_packet().is_none());
+        assert_eq!(
+            (a.link, a.ts_ns),
+            (LinkType::Ethernet, 1_700_000_000_000_001_000)
+        );
+        assert_eq!(
+            (b.link, b.ts_ns),
+            (LinkType::LinuxSll, 1_700_000_000_000_000_002)
+        );
+    }
+
+    #[test]
+    fn not_a_capture_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.txt");
+        std::fs::write(&path, b"hello world").unwrap();
+        let err = CaptureFile::open(&path).err().unwrap().to_string();
+        assert!(err.contains("not a pcap or pcapng file"), "{err}");
+        let err = CaptureFile::open(&dir.path().join("missing.pcap"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("missing.pcap"), "{err}");
+    }
+}

@@ -17,6 +17,10 @@ const ETH_P_8021AD: u16 = 0x88a8;
 const MAX_VLAN_TAGS: usize = 2;
 const MAX_IPV6_EXT: usize = 6;
 const MAX_L4_OFFSET: usize = 512;
+const ETH_P_PPPOE_SESSION: u16 = 0x8864;
+const ETH_P_MPLS_UC: u16 = 0x8847;
+const ETH_P_MPLS_MC: u16 = 0x8848;
+const MAX_MPLS_LABELS: usize = 4;
 const PPP_IPV4: u16 = 0x0021;
 const PPP_IPV6: u16 = 0x0057;
 
@@ -202,7 +206,33 @@ pub fn parse_ethernet(frame: &[u8]) -> Result<Packet<'_>, Skip> {
         ether_type = be16(frame, l3 + 2)?;
         l3 += 4;
     }
-    parse_l3(frame, ether_type, l3)
+    match ether_type {
+        // PPPoE session: 6-byte PPPoE header, then the 2-byte PPP protocol.
+        ETH_P_PPPOE_SESSION => match be16(frame, l3 + 6)? {
+            PPP_IPV4 => parse_ipv4(frame, l3 + 8),
+            PPP_IPV6 => parse_ipv6(frame, l3 + 8),
+            _ => Err(Skip::NotIp),
+        },
+        ETH_P_MPLS_UC | ETH_P_MPLS_MC => parse_mpls(frame, l3),
+        _ => parse_l3(frame, ether_type, l3),
+    }
+}
+
+/// Walks an MPLS label stack (up to [`MAX_MPLS_LABELS`]) and parses the IP packet under it,
+/// its version read from the first nibble.
+fn parse_mpls(frame: &[u8], mut l3: usize) -> Result<Packet<'_>, Skip> {
+    for _ in 0..MAX_MPLS_LABELS {
+        let label = bytes::<4>(frame, l3)?;
+        l3 += 4;
+        if label[2] & 0x01 != 0 {
+            return match bytes::<1>(frame, l3)?[0] >> 4 {
+                4 => parse_ipv4(frame, l3),
+                6 => parse_ipv6(frame, l3),
+                _ => Err(Skip::NotIp),
+            };
+        }
+    }
+    Err(Skip::Malformed)
 }
 
 /// Parses a frame of any supported link type down to its TCP/UDP ports.
@@ -232,8 +262,15 @@ pub fn parse_link(link: LinkType, frame: &[u8]) -> Result<Packet<'_>, Skip> {
                 _ => Err(Skip::NotIp),
             }
         }
-        // Address, control, then a 2-byte EtherType.
-        LinkType::CiscoHdlc => parse_l3(frame, be16(frame, 2)?, 4),
+        // Address, control, then a 2-byte EtherType (MPLS included).
+        LinkType::CiscoHdlc => match be16(frame, 2)? {
+            ETH_P_MPLS_UC | ETH_P_MPLS_MC => parse_mpls(frame, 4),
+            ether_type => parse_l3(frame, ether_type, 4),
+        },
+        // Captures labelled PPP sometimes hold Cisco HDLC (address 0x0f or 0x8f).
+        LinkType::Ppp if matches!(bytes::<1>(frame, 0)?[0], 0x0f | 0x8f) => {
+            parse_l3(frame, be16(frame, 2)?, 4)
+        }
         LinkType::Ppp => {
             let (protocol, l3) = if bytes::<2>(frame, 0)? == [0xff, 0x03] {
                 (be16(frame, 2)?, 4)

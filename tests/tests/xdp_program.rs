@@ -132,6 +132,51 @@ fn cases() -> Vec<Case> {
             expect: XdpCounter::PassTruncated,
         },
     ];
+    // PPPoE session over VLAN, carrying TCP/IPv4.
+    let inner = tcp4(a, 61000, b, 443, false, b"x");
+    let mut pppoe = inner[..12].to_vec();
+    pppoe.extend_from_slice(&[0x88, 0x64, 0x11, 0x00, 0x00, 0x01]);
+    pppoe.extend_from_slice(&((inner.len() - 14 + 2) as u16).to_be_bytes());
+    pppoe.extend_from_slice(&[0x00, 0x21]);
+    pppoe.extend_from_slice(&inner[14..]);
+    cases.push(Case {
+        name: "pppoe tcp",
+        frame: pppoe.clone(),
+        expect: XdpCounter::PassNoSocket,
+    });
+    cases.push(Case {
+        name: "802.1Q pppoe tcp",
+        frame: with_vlan(&pppoe, 5, false),
+        expect: XdpCounter::PassNoSocket,
+    });
+    let mut pppoe_lcp = pppoe.clone();
+    pppoe_lcp[20..22].copy_from_slice(&[0xc0, 0x21]);
+    cases.push(Case {
+        name: "pppoe lcp",
+        frame: pppoe_lcp,
+        expect: XdpCounter::PassNotIp,
+    });
+    // Two MPLS labels over UDP/IPv6.
+    let inner6 = udp6(v6a, 7000, v6b, 53, b"q");
+    let mut mpls = inner6[..12].to_vec();
+    mpls.extend_from_slice(&[0x88, 0x47, 0x00, 0x01, 0x00, 0x40, 0x00, 0x02, 0x01, 0x40]);
+    mpls.extend_from_slice(&inner6[14..]);
+    cases.push(Case {
+        name: "mpls x2 udp/ipv6",
+        frame: mpls.clone(),
+        expect: XdpCounter::PassNoSocket,
+    });
+    let mut mpls_deep = inner6[..12].to_vec();
+    mpls_deep.extend_from_slice(&[0x88, 0x47]);
+    for _ in 0..5 {
+        mpls_deep.extend_from_slice(&[0x00, 0x01, 0x00, 0x40]);
+    }
+    mpls_deep.extend_from_slice(&inner6[14..]);
+    cases.push(Case {
+        name: "mpls stack of 5",
+        frame: mpls_deep,
+        expect: XdpCounter::PassMalformed,
+    });
     let mut mf = udp.clone();
     mf[14 + 6] = 0x20;
     cases.push(Case {

@@ -1,5 +1,5 @@
-//! Verifier-safe L2-L4 parsing: Ethernet (+ up to two 802.1Q/802.1ad tags), IPv4 (with
-//! options), IPv6 (with extension headers), TCP and UDP.
+//! Verifier-safe L2-L4 parsing: Ethernet (+ up to two 802.1Q/802.1ad tags, PPPoE sessions,
+//! up to four MPLS labels), IPv4 (with options), IPv6 (with extension headers), TCP and UDP.
 //!
 //! Every read goes through [`read`], which checks `data + offset + size <= data_end` first;
 //! offsets that depend on packet fields are capped before use so the verifier can bound them.
@@ -15,6 +15,12 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const VLAN_HLEN: usize = 4;
+const ETH_P_PPPOE_SESSION: u16 = 0x8864;
+const ETH_P_MPLS_UC: u16 = 0x8847;
+const ETH_P_MPLS_MC: u16 = 0x8848;
+const MAX_MPLS_LABELS: usize = 4;
+const PPP_IPV4: u16 = 0x0021;
+const PPP_IPV6: u16 = 0x0057;
 const MAX_VLAN_TAGS: usize = 2;
 const IPV6_HLEN: usize = 40;
 /// Extension headers walked before giving up (counted as malformed).
@@ -72,6 +78,32 @@ pub fn parse_l4(ctx: &XdpContext) -> Result<Parsed, XdpCounter> {
     let (src, dst, ip_proto, l4) = match ether_type {
         ETH_P_IPV4 => parse_ipv4(ctx, l3)?,
         ETH_P_IPV6 => parse_ipv6(ctx, l3)?,
+        // PPPoE session: 6-byte PPPoE header, then the 2-byte PPP protocol.
+        ETH_P_PPPOE_SESSION => match read_be16(ctx, l3 + 6)? {
+            PPP_IPV4 => parse_ipv4(ctx, l3 + 8)?,
+            PPP_IPV6 => parse_ipv6(ctx, l3 + 8)?,
+            _ => return Err(XdpCounter::PassNotIp),
+        },
+        ETH_P_MPLS_UC | ETH_P_MPLS_MC => {
+            let mut at = l3;
+            let mut bottom = false;
+            for _ in 0..MAX_MPLS_LABELS {
+                let label = read::<[u8; 4]>(ctx, at)?;
+                at += 4;
+                if label[2] & 0x01 != 0 {
+                    bottom = true;
+                    break;
+                }
+            }
+            if !bottom {
+                return Err(XdpCounter::PassMalformed);
+            }
+            match read::<u8>(ctx, at)? >> 4 {
+                4 => parse_ipv4(ctx, at)?,
+                6 => parse_ipv6(ctx, at)?,
+                _ => return Err(XdpCounter::PassNotIp),
+            }
+        }
         _ => return Err(XdpCounter::PassNotIp),
     };
     match ip_proto {

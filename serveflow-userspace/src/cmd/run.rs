@@ -2,7 +2,7 @@
 //! packets and flows, and print a summary on SIGINT/SIGTERM or after `--duration`.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::BTreeMap,
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -13,10 +13,11 @@ use std::{
 
 use anyhow::Context as _;
 use serde::Serialize;
-use serveflow_common::{proto, FlowKey, XdpCounter};
+use serveflow_common::{proto, XdpCounter};
 
 use crate::{
     capture::afxdp::{SocketStatistics, XskReceiver},
+    flow::{Flow, FlowConfig, FlowTable},
     parse::{self, Skip},
     system,
     xdp::{AttachMode, FlowMapTotals, XdpProgram},
@@ -67,7 +68,7 @@ pub struct UserspaceCounts {
     pub packets: u64,
     /// Bytes received.
     pub bytes: u64,
-    /// Distinct flows (direction-normalised 5-tuples).
+    /// Flows started in the flow table (bidirectional 5-tuples within the timeouts).
     pub flows: u64,
     /// Of which TCP.
     pub tcp_flows: u64,
@@ -110,23 +111,13 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     );
 
     let started = Instant::now();
-    let mut counts = UserspaceCounts::default();
-    let mut flows: HashSet<FlowKey> = HashSet::new();
-    let mut skipped = [0u64; Skip::ALL.len()];
-    let mut on_frame = |frame: &[u8]| {
-        counts.packets += 1;
-        counts.bytes += frame.len() as u64;
-        match parse::parse_ethernet(frame) {
-            Ok(packet) => {
-                flows.insert(packet.flow_key().0);
-            }
-            Err(skip) => skipped[skip as usize] += 1,
-        }
-    };
+    let mut live = LiveFlows::new();
     loop {
         let mut received = 0;
         for socket in &mut sockets {
-            received += socket.receive(&mut on_frame)?;
+            // The monotonic clock, read once a batch, is the flow table's time.
+            let now_ns = started.elapsed().as_nanos() as u64;
+            received += socket.receive(|frame| live.on_frame(now_ns, frame))?;
         }
         let timed_out = opts.duration.is_some_and(|d| started.elapsed() >= d);
         if stop.load(Ordering::Relaxed) || timed_out {
@@ -137,19 +128,11 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         }
     }
     // Drain what the kernel already queued so the counts are complete.
+    let now_ns = started.elapsed().as_nanos() as u64;
     for socket in &mut sockets {
-        while socket.receive(&mut on_frame)? > 0 {}
+        while socket.receive(|frame| live.on_frame(now_ns, frame))? > 0 {}
     }
-
-    counts.flows = flows.len() as u64;
-    counts.tcp_flows = flows.iter().filter(|k| k.proto == proto::TCP).count() as u64;
-    counts.udp_flows = flows.iter().filter(|k| k.proto == proto::UDP).count() as u64;
-    for skip in Skip::ALL {
-        let n = skipped[skip as usize];
-        if n > 0 {
-            counts.skipped.insert(skip.name(), n);
-        }
-    }
+    let counts = live.finish();
     let kernel = program.counters()?;
     let mut socket_drops = SocketStatistics::default();
     for socket in &sockets {
@@ -178,6 +161,59 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// What the receive loop keeps: the flow table (the same one capture replay uses) and the
+/// counts for the summary.
+struct LiveFlows {
+    table: FlowTable<()>,
+    counts: UserspaceCounts,
+    skipped: [u64; Skip::ALL.len()],
+}
+
+impl LiveFlows {
+    fn new() -> Self {
+        LiveFlows {
+            table: FlowTable::new(FlowConfig::default(), ()),
+            counts: UserspaceCounts::default(),
+            skipped: [0; Skip::ALL.len()],
+        }
+    }
+
+    fn on_frame(&mut self, now_ns: u64, frame: &[u8]) {
+        self.counts.packets += 1;
+        self.counts.bytes += frame.len() as u64;
+        let (tcp, udp) = (&mut self.counts.tcp_flows, &mut self.counts.udp_flows);
+        match parse::parse_ethernet(frame) {
+            Ok(packet) => {
+                self.table
+                    .observe(now_ns, &packet, &mut |f, _| count_flow(&f, tcp, udp));
+            }
+            Err(skip) => self.skipped[skip as usize] += 1,
+        }
+    }
+
+    /// Ends the remaining flows and returns the counts.
+    fn finish(mut self) -> UserspaceCounts {
+        let (tcp, udp) = (&mut self.counts.tcp_flows, &mut self.counts.udp_flows);
+        self.table.flush(&mut |f, _| count_flow(&f, tcp, udp));
+        self.counts.flows = self.table.counters().started;
+        for skip in Skip::ALL {
+            let n = self.skipped[skip as usize];
+            if n > 0 {
+                self.counts.skipped.insert(skip.name(), n);
+            }
+        }
+        self.counts
+    }
+}
+
+fn count_flow(flow: &Flow<()>, tcp: &mut u64, udp: &mut u64) {
+    match flow.proto {
+        proto::TCP => *tcp += 1,
+        proto::UDP => *udp += 1,
+        _ => {}
+    }
 }
 
 fn print_summary(s: &RunSummary) {

@@ -14,6 +14,7 @@ use crate::{
     },
     flow::{EndReason, Flow, FlowConfig, FlowCounters, FlowState, FlowTable},
     parse::{self, Skip},
+    periodic::PeriodicExport,
     services::{ServiceMap, ServiceSource},
 };
 use serveflow_common::proto;
@@ -106,11 +107,14 @@ pub struct ExtractReport {
 
 /// Reads `paths` as one timeline and calls `on_flow` for every flow as it ends, with the
 /// service map (whose DNS cache the run fills from the DNS responses it reads).
+///
+/// With `periodic`, it also exports Traffic Refinery's per-interval counters.
 pub fn extract<S: FlowState>(
     paths: &[PathBuf],
     config: FlowConfig,
     state_config: S::Config,
     services: &mut ServiceMap,
+    mut periodic: Option<&mut PeriodicExport>,
     mut on_flow: impl FnMut(Flow<S>, EndReason, &ServiceMap),
 ) -> Result<ExtractReport, CaptureError> {
     let mut captures = MergedCaptures::open(paths)?;
@@ -127,13 +131,26 @@ pub fn extract<S: FlowState>(
                     services.dns.observe(payload, packet.ts_ns);
                 }
                 let map = &*services;
-                table.observe(packet.ts_ns, &parsed, &mut |f, r| on_flow(f, r, map));
+                if let Some(p) = periodic.as_deref_mut() {
+                    p.before_packet(packet.ts_ns, &mut table, map);
+                }
+                table.observe(packet.ts_ns, &parsed, &mut |f, r| {
+                    if let Some(p) = periodic.as_deref_mut() {
+                        p.flow_ended(&f, map);
+                    }
+                    on_flow(f, r, map)
+                });
             }
             Err(skip) => skipped[skip as usize] += 1,
         }
     }
     let map = &*services;
-    table.flush(&mut |f, r| on_flow(f, r, map));
+    table.flush(&mut |f, r| {
+        if let Some(p) = periodic.as_deref_mut() {
+            p.flow_ended(&f, map);
+        }
+        on_flow(f, r, map)
+    });
     report.flows = table.counters();
     for skip in Skip::ALL {
         if skipped[skip as usize] > 0 {

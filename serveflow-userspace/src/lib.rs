@@ -23,6 +23,7 @@ pub mod extract;
 pub mod features;
 pub mod flow;
 pub mod parse;
+pub mod periodic;
 pub mod profile;
 pub mod services;
 pub mod system;

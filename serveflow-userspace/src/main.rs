@@ -77,6 +77,12 @@ enum Command {
         /// Services file (TOML: names, domain patterns, IP prefixes).
         #[arg(long)]
         services: Option<PathBuf>,
+        /// Write periodic per-flow and per-service counters (JSON lines) to this file.
+        #[arg(long)]
+        counters: Option<PathBuf>,
+        /// Interval of the periodic counters, in milliseconds of capture time.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
     },
 }
 
@@ -119,9 +125,13 @@ fn main() -> ExitCode {
             packets,
             profile,
             services,
+            counters,
+            interval_ms,
         } => serveflow::cmd::extract::run(&ExtractOptions {
             profile,
             services,
+            counters,
+            interval_ms,
             features: FeatureSpec {
                 packets,
                 ..features

@@ -155,6 +155,7 @@ fn rows_join_labels_and_server_names_agree() {
             FlowConfig::default(),
             (),
             &mut ServiceMap::default(),
+            None,
             |flow, end, services| {
                 let r = serveflow::extract::FlowRecord::new(&flow, end, services);
                 let key = (

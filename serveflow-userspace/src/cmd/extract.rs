@@ -11,6 +11,7 @@ use crate::{
     extract::{extract, FlowRecord},
     features::{FeatureSpec, FeatureState},
     flow::FlowConfig,
+    periodic::PeriodicExport,
     services::ServiceMap,
 };
 
@@ -40,6 +41,10 @@ pub struct ExtractOptions {
     pub profile: bool,
     /// Services file (TOML); without one only server names are reported.
     pub services: Option<PathBuf>,
+    /// Periodic counters (JSON lines) go here, every `interval_ms` of capture time.
+    pub counters: Option<PathBuf>,
+    /// Interval of the periodic counters.
+    pub interval_ms: u64,
 }
 
 const CSV_HEADER: &str = "src,sport,dst,dport,proto,first_seen_us,last_seen_us,packets,bytes,src2dst_packets,end,service,server_name";
@@ -100,11 +105,22 @@ pub fn run(opts: &ExtractOptions) -> anyhow::Result<()> {
         Some(path) => ServiceMap::load(path)?,
         None => ServiceMap::default(),
     };
+    let mut periodic = match &opts.counters {
+        Some(path) => Some(PeriodicExport::new(
+            opts.interval_ms,
+            Box::new(BufWriter::new(
+                std::fs::File::create(path)
+                    .with_context(|| format!("creating {}", path.display()))?,
+            )),
+        )),
+        None => None,
+    };
     let report = extract::<FeatureState>(
         &opts.captures,
         opts.flow,
         opts.features,
         &mut services,
+        periodic.as_mut(),
         |flow, end, services| {
             if write_err.is_some() {
                 return;
@@ -136,6 +152,10 @@ pub fn run(opts: &ExtractOptions) -> anyhow::Result<()> {
     )?;
     if let Some(e) = write_err {
         return Err(e).context("writing flows");
+    }
+    if let Some(periodic) = periodic {
+        let rows = periodic.finish().context("writing periodic counters")?;
+        eprintln!("serveflow: {rows} periodic counter rows written");
     }
     out.flush().context("writing flows")?;
     eprintln!(

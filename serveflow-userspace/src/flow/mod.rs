@@ -103,6 +103,8 @@ pub struct Flow<S> {
     pub bytes: u64,
     /// Packets from the initiator.
     pub fwd_packets: u64,
+    /// Packets and bytes since the last periodic export (Traffic Refinery counters).
+    pub interval: IntervalCounts,
     /// Server name the flow carried (TLS SNI or HTTP Host of the initiator's first payload).
     pub server_name: Option<String>,
     /// Feature state.
@@ -111,6 +113,34 @@ pub struct Flow<S> {
     initiator_is_lo: bool,
     /// Initiator payloads left to look at for a server name.
     name_tries: u8,
+}
+
+/// Per-direction packets and bytes over one export interval.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IntervalCounts {
+    /// Packets from the initiator.
+    pub fwd_packets: u64,
+    /// Packets from the responder.
+    pub bwd_packets: u64,
+    /// Bytes from the initiator.
+    pub fwd_bytes: u64,
+    /// Bytes from the responder.
+    pub bwd_bytes: u64,
+}
+
+impl IntervalCounts {
+    /// Whether nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        self.fwd_packets + self.bwd_packets == 0
+    }
+
+    /// Adds another interval's counts.
+    pub fn add(&mut self, o: &IntervalCounts) {
+        self.fwd_packets += o.fwd_packets;
+        self.bwd_packets += o.bwd_packets;
+        self.fwd_bytes += o.fwd_bytes;
+        self.bwd_bytes += o.bwd_bytes;
+    }
 }
 
 /// Initiator payload packets searched for a server name (a ClientHello or request line comes
@@ -247,6 +277,7 @@ impl<S: FlowState> FlowTable<S> {
                     packets: 0,
                     bytes: 0,
                     fwd_packets: 0,
+                    interval: IntervalCounts::default(),
                     server_name: None,
                     state: S::new(&self.state_config),
                     initiator_is_lo: !reverse,
@@ -267,6 +298,17 @@ impl<S: FlowState> FlowTable<S> {
         flow.last_seen_ns = now;
         flow.packets += 1;
         flow.bytes += packet.frame.len() as u64;
+        let len = packet.frame.len() as u64;
+        match dir {
+            Direction::Forward => {
+                flow.interval.fwd_packets += 1;
+                flow.interval.fwd_bytes += len;
+            }
+            Direction::Backward => {
+                flow.interval.bwd_packets += 1;
+                flow.interval.bwd_bytes += len;
+            }
+        }
         if dir == Direction::Forward {
             flow.fwd_packets += 1;
             if flow.name_tries > 0 && packet.payload_len() > 0 {
@@ -291,6 +333,17 @@ impl<S: FlowState> FlowTable<S> {
             }
         }
         dir
+    }
+
+    /// Hands every flow with traffic since the last call to `export` with its interval
+    /// counts, and starts a new interval (periodic counters, Traffic Refinery style).
+    pub fn export_intervals(&mut self, mut export: impl FnMut(&Flow<S>, IntervalCounts)) {
+        for (_, flow) in self.flows.iter_mut() {
+            if !flow.interval.is_empty() {
+                let counts = std::mem::take(&mut flow.interval);
+                export(flow, counts);
+            }
+        }
     }
 
     /// Ends every remaining flow (input finished), oldest first.

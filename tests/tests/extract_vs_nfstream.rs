@@ -66,6 +66,7 @@ fn flow_counts_match_nfstream() {
             FlowConfig::default(),
             (),
             &mut ServiceMap::default(),
+            None,
             |_, _, _| n += 1,
         ) {
             Ok(_) => {

@@ -10,7 +10,10 @@
 use lru::LruCache;
 use serveflow_common::{proto, FlowKey};
 
-use crate::{parse::Packet, services::names};
+use crate::{
+    parse::Packet,
+    services::{names, quic},
+};
 
 /// Flow-table settings. Defaults follow nfstream (idle 120 s, active 1800 s).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -105,7 +108,8 @@ pub struct Flow<S> {
     pub fwd_packets: u64,
     /// Packets and bytes since the last periodic export (Traffic Refinery counters).
     pub interval: IntervalCounts,
-    /// Server name the flow carried (TLS SNI or HTTP Host of the initiator's first payload).
+    /// Server name the flow carried (TLS/QUIC SNI or HTTP Host of the initiator's first
+    /// payloads).
     pub server_name: Option<String>,
     /// Feature state.
     pub state: S,
@@ -314,7 +318,11 @@ impl<S: FlowState> FlowTable<S> {
             if flow.name_tries > 0 && packet.payload_len() > 0 {
                 flow.name_tries -= 1;
                 let payload = &packet.frame[packet.payload_offset()..packet.ip_end()];
-                flow.server_name = names::tls_sni(payload).or_else(|| names::http_host(payload));
+                flow.server_name = if packet.proto == proto::UDP {
+                    quic::quic_sni(payload)
+                } else {
+                    names::tls_sni(payload).or_else(|| names::http_host(payload))
+                };
                 if flow.server_name.is_some() {
                     flow.name_tries = 0;
                 }

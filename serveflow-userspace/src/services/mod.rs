@@ -1,5 +1,5 @@
 //! Mapping flows to named services, as Traffic Refinery does: by the server name the flow
-//! carries (TLS SNI, HTTP Host), by DNS answers seen earlier on the wire for its server
+//! carries (TLS SNI, QUIC SNI, HTTP Host), by DNS answers seen earlier on the wire for its server
 //! address, and by user-given IP prefixes (longest match). Services and their domain patterns
 //! come from a TOML file:
 //!
@@ -16,6 +16,7 @@
 pub mod dns;
 pub mod names;
 pub mod prefix;
+pub mod quic;
 
 use std::{collections::HashMap, net::IpAddr, path::Path};
 

@@ -9,7 +9,12 @@ pub fn tls_sni(payload: &[u8]) -> Option<String> {
     if rec[0] != 22 {
         return None;
     }
-    let body = payload.get(5..)?;
+    client_hello_sni(payload.get(5..)?)
+}
+
+/// The SNI of a TLS handshake message that starts with a ClientHello (no record header: as
+/// carried in TLS records' bodies and in QUIC CRYPTO frames).
+pub fn client_hello_sni(body: &[u8]) -> Option<String> {
     // Handshake: type 1 (ClientHello), 3-byte length.
     if *body.first()? != 1 {
         return None;

@@ -22,6 +22,7 @@ pub mod cmd;
 pub mod extract;
 pub mod features;
 pub mod flow;
+pub mod model;
 pub mod parse;
 pub mod periodic;
 pub mod profile;

@@ -3,7 +3,9 @@
 //! - the dated nightly with rust-src that builds the eBPF crate (the stable host toolchain is
 //!   pinned in rust-toolchain.toml and installed by rustup on first use);
 //! - bpf-linker, linked against that nightly's own LLVM so their versions always match;
-//! - Debian packages: iproute2 (ip), bpftool, tcpreplay, util-linux (nsenter, setpriv, unshare);
+//! - Debian packages: iproute2 (ip), bpftool, tcpreplay, util-linux (nsenter, setpriv, unshare),
+//!   libclang-dev (bindgen for lightgbm3);
+//! - CMake >= 3.28 for lightgbm3's C++ build, from PyPI into `.tools/venv` (Debian has 3.25);
 //! - bpffs mounted at /sys/fs/bpf.
 
 use std::{path::Path, process::Command};
@@ -18,20 +20,22 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// bpf-linker's LLVM feature: the nightly's LLVM major version.
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 
-/// (command that must exist, Debian package providing it)
-const APT: [(&str, &str); 6] = [
+/// (command on PATH, or absolute file, that must exist; Debian package providing it)
+const APT: [(&str, &str); 7] = [
     ("ip", "iproute2"),
     ("bpftool", "bpftool"),
     ("tcpreplay", "tcpreplay"),
     ("nsenter", "util-linux"),
     ("setpriv", "util-linux"),
     ("unshare", "util-linux"),
+    ("/usr/lib/llvm-14/lib/libclang.so", "libclang-dev"),
 ];
 
 pub fn run() -> anyhow::Result<()> {
     nightly()?;
     bpf_linker()?;
     apt_packages()?;
+    cmake()?;
     bpffs()?;
     Ok(())
 }
@@ -134,6 +138,28 @@ fn apt_packages() -> anyhow::Result<()> {
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(&missing),
     )
+}
+
+/// Minimum CMake for LightGBM 4.7 (lightgbm3-sys).
+const CMAKE_MIN: (u32, u32) = (3, 28);
+
+fn cmake() -> anyhow::Result<()> {
+    let venv = crate::root().join(".tools/venv");
+    let cmake = venv.join("bin/cmake");
+    let version = output(Command::new(&cmake).arg("--version")).unwrap_or_default();
+    let ok = version
+        .split_whitespace()
+        .nth(2)
+        .and_then(|v| {
+            let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
+            Some((parts.next()??, parts.next()??))
+        })
+        .is_some_and(|v| v >= CMAKE_MIN);
+    if ok {
+        return Ok(());
+    }
+    exec(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    exec(Command::new(venv.join("bin/pip")).args(["install", "-q", "cmake>=3.28"]))
 }
 
 fn bpffs() -> anyhow::Result<()> {

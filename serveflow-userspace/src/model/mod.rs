@@ -1,5 +1,7 @@
-//! The two model stages: [`tree`], the fast LightGBM-format evaluator that runs on the RX
-//! cores, and [`onnx`], the slow ONNX classifier run by the slow pool.
+//! The two model stages and the directory that holds them: [`tree`], the fast LightGBM-format
+//! evaluator that runs on the RX cores; [`onnx`], the slow ONNX classifier run by the slow
+//! pool; [`dir`], the models directory with its manifest and routing thresholds.
 
+pub mod dir;
 pub mod onnx;
 pub mod tree;

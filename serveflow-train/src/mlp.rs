@@ -178,3 +178,345 @@ impl Mlp {
         model.encode_to_vec()
     }
 }
+
+/// Training settings.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+pub struct TrainConfig {
+    /// Hidden layer widths.
+    pub hidden: [usize; 2],
+    /// Passes over the data.
+    pub epochs: usize,
+    /// Rows per step.
+    pub batch: usize,
+    /// Adam learning rate.
+    pub learning_rate: f32,
+    /// Seed of the initial weights and the shuffles.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            hidden: [128, 64],
+            epochs: 12,
+            batch: 128,
+            learning_rate: 1e-3,
+            seed: 7,
+        }
+    }
+}
+
+/// Deterministic generator (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// C = alpha * op(A) * op(B) + beta * C on row-major buffers, through matrixmultiply.
+/// `a` is m x k (or k x m when `ta`), `b` is k x n (or n x k when `tb`).
+#[allow(clippy::too_many_arguments, reason = "a GEMM takes what a GEMM takes")]
+fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    ta: bool,
+    b: &[f32],
+    tb: bool,
+    beta: f32,
+    c: &mut [f32],
+) {
+    let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
+    let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    assert!(
+        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        "gemm shapes"
+    );
+    // SAFETY: the asserts above bound every access the strides describe.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa,
+            csa,
+            b.as_ptr(),
+            rsb,
+            csb,
+            beta,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+/// Trains an MLP with softmax cross-entropy and Adam. `x` is row-major (`inputs` per row),
+/// `y` the class of each row, `class_weight` a weight per class (e.g. to balance classes).
+pub fn train(
+    x: &[f32],
+    y: &[usize],
+    inputs: usize,
+    classes: usize,
+    class_weight: &[f32],
+    config: TrainConfig,
+) -> Mlp {
+    // Inputs are standardised for training (stats span bytes to nanoseconds, nPrint bits are
+    // -1/0/1) and the scaling is folded into the first layer afterwards, so the exported
+    // model takes raw features.
+    let (mean, scale) = standardisation(x, inputs);
+    let x: Vec<f32> = x
+        .chunks(inputs)
+        .flat_map(|row| {
+            row.iter()
+                .zip(&mean)
+                .zip(&scale)
+                .map(|((v, m), s)| (v - m) * s)
+        })
+        .collect();
+    let x = x.as_slice();
+    let mut rng = Rng(config.seed);
+    let sizes = [inputs, config.hidden[0], config.hidden[1], classes];
+    let mut mlp = Mlp {
+        layers: sizes
+            .windows(2)
+            .map(|w| {
+                // He initialisation, uniform.
+                let limit = (6.0 / w[0] as f32).sqrt();
+                Dense {
+                    inputs: w[0],
+                    outputs: w[1],
+                    weights: (0..w[0] * w[1])
+                        .map(|_| (rng.uniform() * 2.0 - 1.0) * limit)
+                        .collect(),
+                    bias: vec![0.0; w[1]],
+                }
+            })
+            .collect(),
+    };
+    let params: Vec<usize> = mlp
+        .layers
+        .iter()
+        .map(|l| l.weights.len() + l.bias.len())
+        .collect();
+    let mut m: Vec<Vec<f32>> = params.iter().map(|n| vec![0.0; *n]).collect();
+    let mut v: Vec<Vec<f32>> = params.iter().map(|n| vec![0.0; *n]).collect();
+    let (beta1, beta2, eps) = (0.9f32, 0.999f32, 1e-8f32);
+    let mut step = 0i32;
+    let rows = y.len();
+    let mut order: Vec<usize> = (0..rows).collect();
+    let mut xb = Vec::new();
+    for _ in 0..config.epochs {
+        for i in (1..rows).rev() {
+            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+        for chunk in order.chunks(config.batch) {
+            let b = chunk.len();
+            xb.clear();
+            for &r in chunk {
+                xb.extend_from_slice(&x[r * inputs..(r + 1) * inputs]);
+            }
+            // Forward, keeping each layer's input and pre-activation.
+            let mut acts: Vec<Vec<f32>> = vec![xb.clone()];
+            for (li, layer) in mlp.layers.iter().enumerate() {
+                let mut z = vec![0f32; b * layer.outputs];
+                for row in z.chunks_mut(layer.outputs) {
+                    row.copy_from_slice(&layer.bias);
+                }
+                gemm(
+                    b,
+                    layer.inputs,
+                    layer.outputs,
+                    &acts[li],
+                    false,
+                    &layer.weights,
+                    true,
+                    1.0,
+                    &mut z,
+                );
+                if li + 1 < mlp.layers.len() {
+                    for val in &mut z {
+                        *val = val.max(0.0);
+                    }
+                }
+                acts.push(z);
+            }
+            // Softmax cross-entropy gradient, weighted, averaged over the batch.
+            let mut grad = acts.pop().unwrap_or_default();
+            let total_w: f32 = chunk
+                .iter()
+                .map(|&r| class_weight[y[r]])
+                .sum::<f32>()
+                .max(1e-6);
+            for (row, &r) in grad.chunks_mut(classes).zip(chunk) {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0;
+                for val in row.iter_mut() {
+                    *val = (*val - max).exp();
+                    sum += *val;
+                }
+                let w = class_weight[y[r]] / total_w;
+                for (c, val) in row.iter_mut().enumerate() {
+                    *val = (*val / sum - if c == y[r] { 1.0 } else { 0.0 }) * w;
+                }
+            }
+            // Backward.
+            step += 1;
+            let (c1, c2) = (1.0 - beta1.powi(step), 1.0 - beta2.powi(step));
+            for li in (0..mlp.layers.len()).rev() {
+                let (inp, out) = (mlp.layers[li].inputs, mlp.layers[li].outputs);
+                let input = &acts[li];
+                let mut dw = vec![0f32; out * inp];
+                gemm(out, b, inp, &grad, true, input, false, 0.0, &mut dw);
+                let mut db = vec![0f32; out];
+                for row in grad.chunks(out) {
+                    for (d, g) in db.iter_mut().zip(row) {
+                        *d += g;
+                    }
+                }
+                let next_grad = if li > 0 {
+                    let mut g = vec![0f32; b * inp];
+                    gemm(
+                        b,
+                        out,
+                        inp,
+                        &grad,
+                        false,
+                        &mlp.layers[li].weights,
+                        false,
+                        0.0,
+                        &mut g,
+                    );
+                    for (gv, a) in g.iter_mut().zip(input) {
+                        if *a <= 0.0 {
+                            *gv = 0.0;
+                        }
+                    }
+                    Some(g)
+                } else {
+                    None
+                };
+                let layer = &mut mlp.layers[li];
+                let (mw, vw) = (&mut m[li], &mut v[li]);
+                let grads = dw.iter().chain(db.iter());
+                let weights = layer.weights.iter_mut().chain(layer.bias.iter_mut());
+                for (((p, g), mv), vv) in weights.zip(grads).zip(mw.iter_mut()).zip(vw.iter_mut()) {
+                    *mv = beta1 * *mv + (1.0 - beta1) * g;
+                    *vv = beta2 * *vv + (1.0 - beta2) * g * g;
+                    *p -= config.learning_rate * (*mv / c1) / ((*vv / c2).sqrt() + eps);
+                }
+                if let Some(g) = next_grad {
+                    grad = g;
+                }
+            }
+        }
+    }
+    if let Some(first) = mlp.layers.first_mut() {
+        fold_standardisation(first, &mean, &scale);
+    }
+    mlp
+}
+
+/// Per-input mean and 1/std over `rows`; constant inputs get scale 0, so a value never seen
+/// in training cannot swing the output.
+fn standardisation(x: &[f32], inputs: usize) -> (Vec<f32>, Vec<f32>) {
+    let rows = (x.len() / inputs.max(1)).max(1) as f64;
+    let mut sum = vec![0f64; inputs];
+    let mut sq = vec![0f64; inputs];
+    for row in x.chunks(inputs) {
+        for ((s, q), v) in sum.iter_mut().zip(sq.iter_mut()).zip(row) {
+            let v = f64::from(*v);
+            *s += v;
+            *q += v * v;
+        }
+    }
+    let mean: Vec<f64> = sum.iter().map(|s| s / rows).collect();
+    let scale = sq
+        .iter()
+        .zip(&mean)
+        .map(|(q, m)| {
+            let sd = (q / rows - m * m).max(0.0).sqrt();
+            if sd > 1e-9 {
+                (1.0 / sd) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    (mean.iter().map(|m| *m as f32).collect(), scale)
+}
+
+/// `W((x - mean) * scale) + b` as `W'x + b'`.
+fn fold_standardisation(layer: &mut Dense, mean: &[f32], scale: &[f32]) {
+    for (row, bias) in layer
+        .weights
+        .chunks_mut(layer.inputs)
+        .zip(layer.bias.iter_mut())
+    {
+        for ((w, m), s) in row.iter_mut().zip(mean).zip(scale) {
+            *w *= s;
+            *bias -= *w * m;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two Gaussian-ish blobs per class in 8 dimensions: a trained net separates them.
+    #[test]
+    fn learns_a_separable_problem() {
+        let mut rng = Rng(3);
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for i in 0..600 {
+            let class = i % 3;
+            for d in 0..8 {
+                let centre = if d % 3 == class { 1.5 } else { -0.5 };
+                x.push(centre + rng.uniform() - 0.5);
+            }
+            y.push(class);
+        }
+        let mlp = train(
+            &x,
+            &y,
+            8,
+            3,
+            &[1.0; 3],
+            TrainConfig {
+                hidden: [16, 8],
+                epochs: 30,
+                batch: 32,
+                learning_rate: 1e-2,
+                seed: 1,
+            },
+        );
+        let logits = mlp.forward(&x);
+        let correct = logits
+            .chunks(3)
+            .zip(&y)
+            .filter(|(row, &c)| {
+                row.iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map(|m| m.0)
+                    == Some(c)
+            })
+            .count();
+        assert!(correct >= 590, "only {correct} of 600 right");
+    }
+}

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use serveflow::{
     cmd::{
         extract::{ExtractOptions, Format},
+        models::ModelsOptions,
         run::RunOptions,
     },
     features::FeatureSpec,
@@ -84,6 +85,61 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         interval_ms: u64,
     },
+    /// Show a models directory (the bundled one when none is named); with captures, run both
+    /// stages on every flow and tally their classes.
+    Models {
+        /// Task whose bundled models to use.
+        #[arg(long, default_value = "service", value_parser = clap::builder::PossibleValuesParser::new(serveflow::model::bundled::TASKS))]
+        task: String,
+        /// Models directory (default: the bundled models of --task).
+        #[arg(long)]
+        models: Option<PathBuf>,
+        /// Capture files to classify.
+        captures: Vec<PathBuf>,
+    },
+    /// Train a models directory from labeled captures (runs `serveflow-train train`; see
+    /// `serveflow train --help`).
+    #[command(disable_help_flag = true)]
+    Train {
+        /// Arguments for `serveflow-train train`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Craft models over features x packets x size and pick them from the Pareto front (runs
+    /// `serveflow-train craft`; see `serveflow craft --help`).
+    #[command(disable_help_flag = true)]
+    Craft {
+        /// Arguments for `serveflow-train craft`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// Runs `serveflow-train <command> <args>`. The trainer is its own binary so the serving
+/// build never compiles LightGBM's C++ library; it is looked up next to this executable,
+/// then on PATH.
+fn trainer(command: &str, args: &[String]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("serveflow-train")))
+        .filter(|p| p.is_file());
+    let program = beside.unwrap_or_else(|| PathBuf::from("serveflow-train"));
+    let status = std::process::Command::new(&program)
+        .arg(command)
+        .args(args)
+        .status()
+        .with_context(|| {
+            format!(
+                "running {}: the trainer is a separate binary (it builds LightGBM's C++ library); \
+                 build it with `cargo xtask setup && cargo build --release -p serveflow-train`",
+                program.display()
+            )
+        })?;
+    if !status.success() {
+        anyhow::bail!("serveflow-train {command} failed ({status})");
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -146,6 +202,17 @@ fn main() -> ExitCode {
                 ..FlowConfig::default()
             },
         }),
+        Command::Models {
+            task,
+            models,
+            captures,
+        } => serveflow::cmd::models::run(&ModelsOptions {
+            task,
+            models,
+            captures,
+        }),
+        Command::Train { args } => trainer("train", &args),
+        Command::Craft { args } => trainer("craft", &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

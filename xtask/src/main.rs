@@ -2,6 +2,7 @@
 //! lacks; `demo` (the README's main job) and `test` (the README's test command) run it first.
 
 mod demo;
+mod models;
 mod setup;
 mod test;
 
@@ -26,6 +27,8 @@ enum Cmd {
     Demo,
     /// Every check CI runs: fmt, clippy, unit and integration tests (root for the netns ones).
     Test,
+    /// Retrain the bundled models (both tasks) from ../shared/data into models/.
+    Models,
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         Cmd::Setup => setup::run(),
         Cmd::Demo => setup::run().and_then(|()| demo::run()),
         Cmd::Test => setup::run().and_then(|()| test::run()),
+        Cmd::Models => setup::run().and_then(|()| models::run()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

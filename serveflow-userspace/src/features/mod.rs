@@ -46,7 +46,7 @@ impl Default for FeatureSpec {
 
 /// A feature spec that does not parse.
 #[derive(Debug, thiserror::Error)]
-#[error("bad feature spec {spec:?}: {reason} (expected a comma list of: stats, nprint, nprint-ipv6, payload:N)")]
+#[error("bad feature spec {spec:?}: {reason} (expected a comma list of: stats, nprint, nprint-ipv6, nprint-masked, payload:N)")]
 pub struct SpecError {
     spec: String,
     reason: String,
@@ -55,8 +55,9 @@ pub struct SpecError {
 impl FromStr for FeatureSpec {
     type Err = SpecError;
 
-    /// `stats`, `nprint`, `nprint-ipv6` (adds IPv6 bits), `payload:N` (adds N payload bytes
-    /// to nprint), comma-separated; `none` for no features.
+    /// `stats`, `nprint`, `nprint-ipv6` (adds IPv6 bits), `nprint-masked` (addresses and
+    /// checksums as 0), `payload:N` (adds N payload bytes to nprint), comma-separated; `none`
+    /// for no features.
     fn from_str(spec: &str) -> Result<Self, SpecError> {
         let err = |reason: String| SpecError {
             spec: spec.to_owned(),
@@ -75,6 +76,9 @@ impl FromStr for FeatureSpec {
                     out.nprint.get_or_insert_with(NprintOptions::default);
                 }
                 "nprint-ipv6" => out.nprint.get_or_insert_with(NprintOptions::default).ipv6 = true,
+                "nprint-masked" => {
+                    out.nprint.get_or_insert_with(NprintOptions::default).masked = true;
+                }
                 _ => match item.strip_prefix("payload:") {
                     Some(n) => {
                         let n: usize = n.parse().map_err(|_| {
@@ -92,6 +96,33 @@ impl FromStr for FeatureSpec {
             }
         }
         Ok(out)
+    }
+}
+
+/// The spec in `--features` syntax (packets not included), so it parses back to itself.
+impl std::fmt::Display for FeatureSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<String> = Vec::new();
+        if self.stats {
+            parts.push("stats".into());
+        }
+        if let Some(n) = self.nprint {
+            parts.push("nprint".into());
+            if n.ipv6 {
+                parts.push("nprint-ipv6".into());
+            }
+            if n.masked {
+                parts.push("nprint-masked".into());
+            }
+            if n.payload_bytes > 0 {
+                parts.push(format!("payload:{}", n.payload_bytes));
+            }
+        }
+        if parts.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&parts.join(","))
+        }
     }
 }
 
@@ -171,6 +202,67 @@ impl FlowState for FeatureState {
                 self.headers
                     .push(HeaderSnapshot::new(ts_ns, p, dir, opts.payload_bytes));
             }
+        }
+    }
+}
+
+/// The fast and the slow stage's features of one flow, side by side: what the trainer
+/// learns from and what the serving pipeline feeds the two models, from one packet pass.
+pub struct StagePair {
+    /// Fast-stage features.
+    pub fast: FeatureState,
+    /// Slow-stage features.
+    pub slow: FeatureState,
+}
+
+impl FlowState for StagePair {
+    type Config = (FeatureSpec, FeatureSpec);
+
+    fn new(config: &Self::Config) -> Self {
+        StagePair {
+            fast: FeatureState::new(&config.0),
+            slow: FeatureState::new(&config.1),
+        }
+    }
+
+    fn update(&mut self, ts_ns: u64, packet: &Packet<'_>, dir: Direction) {
+        self.fast.update(ts_ns, packet, dir);
+        self.slow.update(ts_ns, packet, dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly on purpose")]
+    use super::*;
+
+    #[test]
+    fn specs_print_back_to_themselves() {
+        for text in [
+            "stats",
+            "nprint",
+            "none",
+            "stats,nprint,nprint-ipv6,nprint-masked,payload:64",
+            "nprint,payload:16",
+        ] {
+            let spec: FeatureSpec = text.parse().unwrap();
+            assert_eq!(spec.to_string(), text);
+            assert_eq!(spec.to_string().parse::<FeatureSpec>().unwrap(), spec);
+        }
+        // Order and repeats do not matter.
+        let spec: FeatureSpec = "payload:8, nprint-masked ,stats,stats".parse().unwrap();
+        assert_eq!(spec.to_string(), "stats,nprint,nprint-masked,payload:8");
+    }
+
+    #[test]
+    fn bad_specs_say_what_is_wrong() {
+        for (text, needle) in [
+            ("stats,bogus", "unknown feature set \"bogus\""),
+            ("payload:x", "not a number"),
+            ("payload:9000", "more than a packet holds"),
+        ] {
+            let e = text.parse::<FeatureSpec>().unwrap_err().to_string();
+            assert!(e.contains(needle), "{text}: {e}");
         }
     }
 }

@@ -27,6 +27,9 @@ pub struct NprintOptions {
     pub ipv6: bool,
     /// Add this many payload bytes (8 bits each).
     pub payload_bytes: usize,
+    /// Write addresses and checksums as 0: they name hosts, not traffic, and a model that
+    /// learns them memorises a capture's hosts instead of its applications or devices.
+    pub masked: bool,
 }
 
 impl NprintOptions {
@@ -127,26 +130,47 @@ fn push_absent(width: usize, out: &mut Vec<i8>) {
     out.extend(std::iter::repeat_n(-1i8, width * 8));
 }
 
+/// Bit ranges that `masked` zeroes, relative to their section: IPv4 checksum, source and
+/// destination; TCP checksum; UDP checksum; IPv6 source and destination.
+/// `(first bit, end bit)` pairs.
+const IPV4_MASKED: &[(usize, usize)] = &[(80, 96), (96, 160)];
+const TCP_MASKED: &[(usize, usize)] = &[(128, 144)];
+const UDP_MASKED: &[(usize, usize)] = &[(48, 64)];
+const IPV6_MASKED: &[(usize, usize)] = &[(64, 320)];
+
+/// Appends `bytes` as bits like [`push_bits`], zeroing the present bits in `masked`.
+fn push_section(bytes: &[u8], width: usize, masked: Option<&[(usize, usize)]>, out: &mut Vec<i8>) {
+    let start = out.len();
+    push_bits(bytes, width, out);
+    for (first, last) in masked.unwrap_or_default() {
+        let end = (start + last).min(start + bytes.len().min(width) * 8);
+        for bit in out.get_mut(start + first..end).unwrap_or_default() {
+            *bit = 0;
+        }
+    }
+}
+
 /// Appends one packet's values (or all -1 for `None`, a packet the flow never had).
 pub fn encode_packet(snap: Option<&HeaderSnapshot>, opts: NprintOptions, out: &mut Vec<i8>) {
     let Some(s) = snap else {
         out.extend(std::iter::repeat_n(-1i8, opts.bits_per_packet()));
         return;
     };
+    let mask = |ranges: &'static [(usize, usize)]| opts.masked.then_some(ranges);
     match s.ip {
-        IpVersion::V4 => push_bits(&s.ip_header, IPV4_MAX, out),
+        IpVersion::V4 => push_section(&s.ip_header, IPV4_MAX, mask(IPV4_MASKED), out),
         IpVersion::V6 => push_absent(IPV4_MAX, out),
     }
     if s.proto == serveflow_common::proto::TCP {
-        push_bits(&s.l4_header, TCP_MAX, out);
+        push_section(&s.l4_header, TCP_MAX, mask(TCP_MASKED), out);
         push_absent(UDP_LEN, out);
     } else {
         push_absent(TCP_MAX, out);
-        push_bits(&s.l4_header, UDP_LEN, out);
+        push_section(&s.l4_header, UDP_LEN, mask(UDP_MASKED), out);
     }
     if opts.ipv6 {
         match s.ip {
-            IpVersion::V6 => push_bits(&s.ip_header, IPV6_LEN, out),
+            IpVersion::V6 => push_section(&s.ip_header, IPV6_LEN, mask(IPV6_MASKED), out),
             IpVersion::V4 => push_absent(IPV6_LEN, out),
         }
     }
@@ -250,6 +274,7 @@ mod tests {
         let opts = NprintOptions {
             ipv6: true,
             payload_bytes: 4,
+            masked: false,
         };
         let mut out = Vec::new();
         encode_packet(Some(&snap), opts, &mut out);
@@ -272,5 +297,54 @@ mod tests {
         assert_eq!(names[0], "p0_ipv4_ver_0");
         assert_eq!(names[480], "p0_tcp_sprt_0");
         assert_eq!(names[960], "p0_udp_sport_0");
+    }
+
+    /// Masking zeroes exactly the addresses and checksums (IPv4 + TCP, IPv6 + UDP) and
+    /// leaves every other bit as it was.
+    #[test]
+    fn masking_hides_addresses_and_checksums_only() {
+        let mut v4 = Vec::new();
+        etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4([10, 1, 2, 3], [192, 168, 9, 9], 64)
+            .tcp(40000, 443, 77, 1024)
+            .write(&mut v4, b"hello")
+            .unwrap();
+        let mut v6 = Vec::new();
+        etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv6([0xfe; 16], [0x20; 16], 9)
+            .udp(5353, 5353)
+            .write(&mut v6, b"query")
+            .unwrap();
+        for (frame, expected) in [
+            (&v4, vec![80..160, 480 + 128..480 + 144]),
+            (&v6, vec![960 + 48..960 + 64, 1024 + 64..1024 + 320]),
+        ] {
+            let p = parse_ethernet(frame).unwrap();
+            let snap = HeaderSnapshot::new(0, &p, Direction::Forward, 8);
+            let plain = NprintOptions {
+                ipv6: true,
+                payload_bytes: 8,
+                masked: false,
+            };
+            let masked = NprintOptions {
+                masked: true,
+                ..plain
+            };
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            encode_packet(Some(&snap), plain, &mut a);
+            encode_packet(Some(&snap), masked, &mut b);
+            assert_eq!(a.len(), b.len());
+            for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                if expected.iter().any(|r| r.contains(&i)) {
+                    assert_eq!(*y, 0, "bit {i} should be masked");
+                } else {
+                    assert_eq!(x, y, "bit {i} should be untouched");
+                }
+            }
+            assert!(
+                expected.iter().all(|r| r.clone().any(|i| a[i] == 1)),
+                "every masked range held a set bit before masking"
+            );
+        }
     }
 }

@@ -1,0 +1,74 @@
+//! Where the models come from when the operator names none: the bundled models directory of
+//! the task, trained by `serveflow train` from `../shared/data` and shipped with serveflow.
+//!
+//! Looked up, in order: `$SERVEFLOW_MODELS/<task>`, `<exe>/../share/serveflow/models/<task>`
+//! (an installed appliance, see `deploy/`), and the source tree's `models/<task>` (a
+//! checkout, `cargo run`).
+
+use std::path::{Path, PathBuf};
+
+use super::dir::{ModelDir, ModelDirError, MANIFEST};
+
+/// The tasks that ship with bundled models.
+pub const TASKS: [&str; 2] = ["service", "device"];
+
+/// The directories searched for `task`, in order.
+pub fn candidates(task: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(root) = std::env::var_os("SERVEFLOW_MODELS") {
+        out.push(PathBuf::from(root).join(task));
+    }
+    if let Some(bin_dir) = std::env::current_exe()
+        .ok()
+        .as_deref()
+        .and_then(Path::parent)
+    {
+        out.push(bin_dir.join("../share/serveflow/models").join(task));
+    }
+    out.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../models")
+            .join(task),
+    );
+    out
+}
+
+/// The models directory to use: `explicit` when given, else the first bundled directory of
+/// `task` that has a manifest.
+pub fn resolve(explicit: Option<&Path>, task: &str) -> Result<PathBuf, ModelDirError> {
+    if let Some(dir) = explicit {
+        return Ok(dir.to_owned());
+    }
+    let searched = candidates(task);
+    searched
+        .iter()
+        .find(|d| d.join(MANIFEST).is_file())
+        .cloned()
+        .ok_or_else(|| ModelDirError {
+            path: searched.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+            field: "(bundled models)".into(),
+            problem: format!(
+                "no bundled `{task}` models found: pass --models DIR, set SERVEFLOW_MODELS, or install models/ (see deploy/README.md)"
+            ),
+        })
+}
+
+/// Loads `explicit`, or the bundled models of `task`.
+pub fn load(explicit: Option<&Path>, task: &str) -> Result<ModelDir, ModelDirError> {
+    ModelDir::load(&resolve(explicit, task)?)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly on purpose")]
+    use super::*;
+
+    #[test]
+    fn explicit_directory_wins_and_missing_task_is_explained() {
+        let dir = Path::new("/nonexistent/models");
+        assert_eq!(resolve(Some(dir), "service").unwrap(), dir);
+        let e = resolve(None, "no-such-task").unwrap_err().to_string();
+        assert!(e.contains("no bundled `no-such-task` models"), "{e}");
+        assert!(e.contains("--models DIR"), "{e}");
+    }
+}

@@ -1,0 +1,116 @@
+//! Broken and mismatched models directories: each is one error naming the file, the field and
+//! the fix, never a panic or a model that loads wrong. Starts from the bundled service models.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly on purpose"
+)]
+
+use std::path::{Path, PathBuf};
+
+use serveflow::model::dir::ModelDir;
+
+fn bundled() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/service")
+}
+
+/// A copy of the bundled service models with `edit` applied, and the error loading it.
+fn load_broken(edit: impl FnOnce(&Path)) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["serveflow-model.toml", "fast.txt", "slow.onnx"] {
+        std::fs::copy(bundled().join(f), dir.path().join(f)).unwrap();
+    }
+    ModelDir::load(dir.path()).expect("the unedited copy loads");
+    edit(dir.path());
+    match ModelDir::load(dir.path()) {
+        Ok(_) => panic!("a broken models directory loaded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn edit_manifest(dir: &Path, from: &str, to: &str) {
+    let p = dir.join("serveflow-model.toml");
+    let text = std::fs::read_to_string(&p).unwrap();
+    assert!(text.contains(from), "{from:?} not in the manifest");
+    std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+}
+
+#[test]
+fn missing_directory_or_manifest() {
+    let e = ModelDir::load(Path::new("/nonexistent/models")).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("is /nonexistent/models a models directory?"),
+        "{e}"
+    );
+    let e = load_broken(|d| std::fs::remove_file(d.join("serveflow-model.toml")).unwrap());
+    assert!(e.contains("serveflow-model.toml: (file)"), "{e}");
+}
+
+#[test]
+fn manifest_syntax_and_unknown_fields() {
+    let e = load_broken(|d| edit_manifest(d, "task = ", "task = = "));
+    assert!(e.contains("(syntax)"), "{e}");
+    let e = load_broken(|d| edit_manifest(d, "[fast]\n", "[fast]\ncolour = \"red\"\n"));
+    assert!(e.contains("unknown field `colour`"), "{e}");
+}
+
+#[test]
+fn class_count_must_match_both_models() {
+    let e = load_broken(|d| edit_manifest(d, "    \"other\",\n", ""));
+    assert!(
+        e.contains("fast.txt: classes: the fast model has 21 outputs, the manifest 20 classes"),
+        "{e}"
+    );
+}
+
+#[test]
+fn feature_sets_must_match_model_inputs() {
+    let e =
+        load_broken(|d| edit_manifest(d, "features = \"stats\"", "features = \"stats,nprint\""));
+    assert!(
+        e.contains("fast.features") && e.contains("retrain, or fix the manifest"),
+        "{e}"
+    );
+    let e = load_broken(|d| edit_manifest(d, "packets = 4", "packets = 5"));
+    assert!(e.contains("slow.onnx: slow.model"), "{e}");
+    let e = load_broken(|d| edit_manifest(d, "features = \"stats\"", "features = \"colour\""));
+    assert!(e.contains("fast.features"), "{e}");
+    let e = load_broken(|d| edit_manifest(d, "packets = 2", "packets = 0"));
+    assert!(e.contains("fast.packets: must be 1..=64"), "{e}");
+}
+
+#[test]
+fn unreadable_or_corrupt_model_files() {
+    let e = load_broken(|d| std::fs::remove_file(d.join("fast.txt")).unwrap());
+    assert!(e.contains("fast.txt: fast.model"), "{e}");
+    let e = load_broken(|d| {
+        std::fs::write(d.join("fast.txt"), "tree\nversion=v4\nnum_class=").unwrap()
+    });
+    assert!(e.contains("fast.txt: fast.model"), "{e}");
+    let e = load_broken(|d| {
+        let p = d.join("slow.onnx");
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() / 3]).unwrap();
+    });
+    assert!(e.contains("slow.onnx: slow.model"), "{e}");
+    let e = load_broken(|d| std::fs::write(d.join("slow.onnx"), b"not a model").unwrap());
+    assert!(e.contains("slow.onnx: slow.model"), "{e}");
+}
+
+#[test]
+fn routing_thresholds_are_checked() {
+    let e = load_broken(|d| edit_manifest(d, "threshold = 0.2", "threshold = 1.5"));
+    assert!(e.contains("routing.threshold: must be within 0..=1"), "{e}");
+    let e = load_broken(|d| {
+        edit_manifest(
+            d,
+            "[routing.per_class]",
+            "[routing.per_class]\nNoSuchApp = 0.1",
+        )
+    });
+    assert!(e.contains("\"NoSuchApp\" is not one of the classes"), "{e}");
+    let e = load_broken(|d| edit_manifest(d, "least_confidence", "vibes"));
+    assert!(e.contains("(syntax)"), "{e}");
+}

@@ -72,16 +72,6 @@ pub struct Split {
     pub specs: (FeatureSpec, FeatureSpec),
 }
 
-/// FNV-1a of the path with the seed: the file's split bucket, stable across runs and machines.
-fn bucket(path: &str, seed: u64) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
-    for b in path.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h % 100
-}
-
 fn argmax<T: Copy + Into<f64>>(v: &[T]) -> usize {
     v.iter()
         .enumerate()
@@ -140,9 +130,9 @@ impl Split {
                 opts.min_files
             );
         }
-        let (train, test): (Vec<Example>, Vec<Example>) = examples
-            .into_iter()
-            .partition(|e| bucket(&e.file, opts.seed) >= opts.test_percent);
+        let (train, test): (Vec<Example>, Vec<Example>) = examples.into_iter().partition(|e| {
+            serveflow::labels::split_bucket(&e.file, opts.seed) >= opts.test_percent
+        });
         if train.is_empty() || test.is_empty() {
             bail!(
                 "the split left {} train and {} test flows: change --test-percent or --seed",
@@ -345,6 +335,7 @@ pub fn write_models_dir(
             threshold: 0.2,
             per_class: BTreeMap::new(),
         },
+        early: Vec::new(),
     };
     std::fs::write(out.join(MANIFEST), toml::to_string_pretty(&manifest)?)?;
     Ok(manifest)

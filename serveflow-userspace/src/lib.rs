@@ -17,15 +17,22 @@
 //! - [`parse`]: one parser for live and captured frames, same rules as the XDP program.
 //! - [`cmd`]: the subcommands of the `serveflow` binary.
 
+pub mod calibrate;
 pub mod capture;
 pub mod cmd;
 pub mod extract;
 pub mod features;
 pub mod flow;
+pub mod labels;
 pub mod model;
 pub mod parse;
 pub mod periodic;
+pub mod pipeline;
 pub mod profile;
+pub mod report;
+pub mod router;
 pub mod services;
+pub mod slow_pool;
 pub mod system;
+pub mod verdict;
 pub mod xdp;

@@ -5,13 +5,20 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use serveflow::{
+    calibrate::Target,
     cmd::{
+        bench::BenchOptions,
+        calibrate::CalibrateOptions,
         extract::{ExtractOptions, Format},
         models::ModelsOptions,
+        replay::ReplayOptions,
         run::RunOptions,
     },
     features::FeatureSpec,
     flow::FlowConfig,
+    labels::Split,
+    pipeline::{Mode, PipelineConfig, Speed},
+    slow_pool::PoolConfig,
     xdp::AttachMode,
 };
 
@@ -96,6 +103,123 @@ enum Command {
         models: Option<PathBuf>,
         /// Capture files to classify.
         captures: Vec<PathBuf>,
+    },
+    /// Classify the flows of capture files with the fast-slow pipeline: one verdict per flow,
+    /// a summary, and an HDR latency report.
+    Replay {
+        /// Capture files or folders (searched for .pcap, .pcapng, .cap); read as one timeline.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Models directory (default: the bundled models of --task).
+        #[arg(long)]
+        models: Option<PathBuf>,
+        /// Task whose bundled models to use.
+        #[arg(long, default_value = "service", value_parser = clap::builder::PossibleValuesParser::new(serveflow::model::bundled::TASKS))]
+        task: String,
+        /// max (service rate), realtime or a factor (capture pace), virtual (latency from
+        /// capture timestamps plus measured serving time; fast).
+        #[arg(long, default_value = "virtual")]
+        speed: Speed,
+        /// Fast-path workers.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Slow-pool threads.
+        #[arg(long, default_value_t = PoolConfig::default().threads)]
+        slow_threads: usize,
+        /// Slow-pool queue size (flows beyond it fall back).
+        #[arg(long, default_value_t = PoolConfig::default().queue)]
+        slow_queue: usize,
+        /// Slow-pool batch size.
+        #[arg(long, default_value_t = PoolConfig::default().max_batch)]
+        max_batch: usize,
+        /// Longest a slow batch waits to fill (µs).
+        #[arg(long, default_value_t = PoolConfig::default().max_wait_us)]
+        batch_wait_us: u64,
+        /// Longest a flow waits, from its first packet, for the fast stages' packets (ms) before
+        /// they decide with what it has.
+        #[arg(long, default_value_t = PipelineConfig::default().fast_wait_ms)]
+        fast_wait_ms: f64,
+        /// Longest an escalated flow waits, from its first packet, for the slow stage's packets
+        /// (ms) before it goes to the slow pool with what it has.
+        #[arg(long, default_value_t = PipelineConfig::default().max_wait_ms)]
+        max_wait_ms: f64,
+        /// Do not pin threads to cores.
+        #[arg(long)]
+        no_pin: bool,
+        /// Verdict JSON lines to this file (`-` for stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Write the latency report (.hgrm, .hlog, summary.json, CDF plot, config) here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// nfstream per-flow label CSV, to score the verdicts.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Which captures of the bundled models' split to replay (all but `all` need --labels):
+        /// held-out = not trained on; calibration / test = its two halves.
+        #[arg(long, value_enum, default_value_t = Split::All)]
+        split: Split,
+        /// Idle timeout in seconds.
+        #[arg(long, default_value_t = FlowConfig::default().idle_timeout_s)]
+        idle_timeout: u64,
+        /// cascade, or one stage alone (fast-only, slow-only: the baselines).
+        #[arg(long, value_enum, default_value_t = Mode::Cascade)]
+        mode: Mode,
+        /// Escalate when uncertainty exceeds this, for every class (overrides the models
+        /// directory's thresholds).
+        #[arg(long)]
+        threshold: Option<f64>,
+    },
+    /// Serving benchmark: fast-only vs slow-only vs cascade accuracy and latency on the
+    /// held-out test captures, then service rate on amplified captures over 1..N workers.
+    Bench {
+        /// Data folder (../shared/data layout: labels/, ndpi/pcap/, iot_sentinel/).
+        #[arg(long, default_value = "../shared/data")]
+        data: PathBuf,
+        /// Models directory (default: the bundled service models).
+        #[arg(long)]
+        models: Option<PathBuf>,
+        /// Distinct flows the rate run amplifies the captures to.
+        #[arg(long, default_value_t = 2_000_000)]
+        flows: u64,
+        /// Largest fast-path worker count of the scaling run.
+        #[arg(long, default_value_t = 1)]
+        max_workers: usize,
+        /// Longest an escalated flow waits for the slow stage's packets (ms).
+        #[arg(long, default_value_t = PipelineConfig::default().max_wait_ms)]
+        max_wait_ms: f64,
+        /// The fast stages' wait of the latency-oriented rows (ms).
+        #[arg(long, default_value_t = 15.0)]
+        fast_wait_ms: f64,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Pick routing thresholds on labeled captures for a target and write them into a models
+    /// directory's manifest.
+    Calibrate {
+        /// Models directory to calibrate.
+        #[arg(long)]
+        models: PathBuf,
+        /// nfstream per-flow label CSV.
+        #[arg(long)]
+        labels: PathBuf,
+        /// Which captures of the bundled split to use.
+        #[arg(long, value_enum, default_value_t = Split::Calibration)]
+        split: Split,
+        /// Target: cascade macro-F1 at most this far below the slow stage alone, fewest
+        /// escalations.
+        #[arg(long, default_value_t = 0.005, conflicts_with = "max_escalated")]
+        max_f1_drop: f64,
+        /// Target instead: at most this percentage of flows escalated, best macro-F1.
+        #[arg(long)]
+        max_escalated: Option<f64>,
+        /// Print the result only.
+        #[arg(long)]
+        dry_run: bool,
+        /// Capture files or folders.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
     },
     /// Train a models directory from labeled captures (runs `serveflow-train train`; see
     /// `serveflow train --help`).
@@ -210,6 +334,91 @@ fn main() -> ExitCode {
             task,
             models,
             captures,
+        }),
+        Command::Replay {
+            inputs,
+            models,
+            task,
+            speed,
+            workers,
+            slow_threads,
+            slow_queue,
+            max_batch,
+            batch_wait_us,
+            fast_wait_ms,
+            max_wait_ms,
+            no_pin,
+            out,
+            report,
+            labels,
+            split,
+            idle_timeout,
+            mode,
+            threshold,
+        } => serveflow::cmd::replay::run(&ReplayOptions {
+            inputs,
+            models,
+            task,
+            pipeline: PipelineConfig {
+                workers,
+                pool: PoolConfig {
+                    threads: slow_threads,
+                    queue: slow_queue,
+                    max_batch,
+                    max_wait_us: batch_wait_us,
+                },
+                flow: FlowConfig {
+                    idle_timeout_s: idle_timeout,
+                    ..FlowConfig::default()
+                },
+                fast_wait_ms,
+                max_wait_ms,
+                speed,
+                pin: !no_pin,
+                ..PipelineConfig::default()
+            },
+            out,
+            report,
+            labels,
+            split,
+            mode,
+            threshold,
+        }),
+        Command::Bench {
+            data,
+            models,
+            flows,
+            max_workers,
+            max_wait_ms,
+            fast_wait_ms,
+            out,
+        } => serveflow::cmd::bench::run(&BenchOptions {
+            data,
+            models,
+            flows,
+            max_workers,
+            max_wait_ms,
+            fast_wait_ms,
+            out,
+        }),
+        Command::Calibrate {
+            models,
+            labels,
+            split,
+            max_f1_drop,
+            max_escalated,
+            dry_run,
+            inputs,
+        } => serveflow::cmd::calibrate::run(&CalibrateOptions {
+            models,
+            inputs,
+            labels,
+            split,
+            target: match max_escalated {
+                Some(pct) => Target::MaxEscalated(pct / 100.0),
+                None => Target::MaxF1Drop(max_f1_drop),
+            },
+            dry_run,
         }),
         Command::Train { args } => trainer("train", &args),
         Command::Craft { args } => trainer("craft", &args),

@@ -18,7 +18,7 @@ fn bundled() -> PathBuf {
 /// A copy of the bundled service models with `edit` applied, and the error loading it.
 fn load_broken(edit: impl FnOnce(&Path)) -> String {
     let dir = tempfile::tempdir().unwrap();
-    for f in ["serveflow-model.toml", "fast.txt", "slow.onnx"] {
+    for f in ["serveflow-model.toml", "first.txt", "fast.txt", "slow.onnx"] {
         std::fs::copy(bundled().join(f), dir.path().join(f)).unwrap();
     }
     ModelDir::load(dir.path()).expect("the unedited copy loads");
@@ -58,7 +58,7 @@ fn manifest_syntax_and_unknown_fields() {
 
 #[test]
 fn class_count_must_match_both_models() {
-    let e = load_broken(|d| edit_manifest(d, "    \"other\",\n", ""));
+    let e = load_broken(|d| edit_manifest(d, ", \"other\"]", "]"));
     assert!(
         e.contains("fast.txt: classes: the fast model has 21 outputs, the manifest 20 classes"),
         "{e}"
@@ -79,6 +79,9 @@ fn feature_sets_must_match_model_inputs() {
     assert!(e.contains("fast.features"), "{e}");
     let e = load_broken(|d| edit_manifest(d, "packets = 2", "packets = 0"));
     assert!(e.contains("fast.packets: must be 1..=64"), "{e}");
+    // An early stage may not wait for more packets than the stage after it.
+    let e = load_broken(|d| edit_manifest(d, "packets = 1", "packets = 3"));
+    assert!(e.contains("packets: stages wait for [3, 2, 4] packets"), "{e}");
 }
 
 #[test]
@@ -101,8 +104,11 @@ fn unreadable_or_corrupt_model_files() {
 
 #[test]
 fn routing_thresholds_are_checked() {
-    let e = load_broken(|d| edit_manifest(d, "threshold = 0.2", "threshold = 1.5"));
-    assert!(e.contains("routing.threshold: must be within 0..=1"), "{e}");
+    let e = load_broken(|d| edit_manifest(d, "threshold = -1.0", "threshold = 1.5"));
+    assert!(
+        e.contains("routing.threshold: must be within -1..=1"),
+        "{e}"
+    );
     let e = load_broken(|d| {
         edit_manifest(
             d,

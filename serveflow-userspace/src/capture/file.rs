@@ -56,6 +56,9 @@ pub struct CapturedPacket {
     pub link: LinkType,
     /// Captured bytes (may be shorter than on the wire).
     pub data: Vec<u8>,
+    /// Index of the input file it came from (its position on the command line; 0 for live
+    /// and generated traffic).
+    pub file: u32,
 }
 
 enum Format {
@@ -198,6 +201,7 @@ impl CaptureFile {
                             ts_ns: u64::from(p.ts_sec) * 1_000_000_000 + frac_ns,
                             link: *link,
                             data: p.data.into_owned(),
+                            file: 0,
                         })
                     }
                     Err(e) => Err(e.to_string()),
@@ -231,6 +235,7 @@ impl CaptureFile {
                             ts_ns: unit.to_ns(raw),
                             link: *link,
                             data: epb.data.into_owned(),
+                            file: 0,
                         });
                     }
                     Ok(Block::SimplePacket(spb)) => {
@@ -243,6 +248,7 @@ impl CaptureFile {
                             ts_ns: 0,
                             link: *link,
                             data: spb.data.into_owned(),
+                            file: 0,
                         });
                     }
                     Ok(Block::Packet(pb)) => {
@@ -255,6 +261,7 @@ impl CaptureFile {
                             ts_ns: unit.to_ns(pb.timestamp),
                             link: *link,
                             data: pb.data.into_owned(),
+                            file: 0,
                         });
                     }
                     Ok(_) => continue,

@@ -73,7 +73,10 @@ impl Iterator for MergedCaptures {
 
     fn next(&mut self) -> Option<CapturedPacket> {
         let Reverse((_, i)) = self.heap.pop()?;
-        let packet = self.heads[i].take();
+        let mut packet = self.heads[i].take();
+        if let Some(p) = &mut packet {
+            p.file = i as u32;
+        }
         self.advance(i);
         packet
     }

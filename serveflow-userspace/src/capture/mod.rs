@@ -2,6 +2,7 @@
 //! [`afxdp`] live from AF_XDP sockets (always Ethernet), [`file`] and [`merge`] from captures.
 
 pub mod afxdp;
+pub mod amplify;
 pub mod file;
 pub mod merge;
 pub mod synthetic;

@@ -1,5 +1,8 @@
 //! Subcommands of the `serveflow` binary, one module each.
 
+pub mod bench;
+pub mod calibrate;
 pub mod extract;
 pub mod models;
+pub mod replay;
 pub mod run;

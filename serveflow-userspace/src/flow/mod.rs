@@ -247,6 +247,23 @@ impl<S: FlowState> FlowTable<S> {
         packet: &Packet<'_>,
         on_end: &mut impl FnMut(Flow<S>, EndReason),
     ) -> Direction {
+        self.observe_with(ts_ns, packet, on_end, |_, _| {})
+    }
+
+    /// A flow by key, without touching its recency.
+    pub fn peek_mut(&mut self, key: &FlowKey) -> Option<&mut Flow<S>> {
+        self.flows.peek_mut(key)
+    }
+
+    /// [`Self::observe`], calling `on_packet` with the packet's flow once it is updated and
+    /// before a closing FIN/RST ends it (the serving pipeline decides flows there).
+    pub fn observe_with(
+        &mut self,
+        ts_ns: u64,
+        packet: &Packet<'_>,
+        on_end: &mut impl FnMut(Flow<S>, EndReason),
+        on_packet: impl FnOnce(&mut Flow<S>, Direction),
+    ) -> Direction {
         self.expire(ts_ns, on_end);
         let now = self.now_ns;
         let (key, reverse) = packet.flow_key();
@@ -329,6 +346,7 @@ impl<S: FlowState> FlowTable<S> {
             }
         }
         flow.state.update(now, packet, dir);
+        on_packet(flow, dir);
         let closes = self.config.end_on_fin_rst
             && packet.proto == proto::TCP
             && packet

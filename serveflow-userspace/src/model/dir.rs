@@ -22,7 +22,17 @@
 //! uncertainty = "least_confidence"   # or "margin", "entropy"
 //! threshold = 0.25                   # escalate when uncertainty > threshold
 //! per_class = { dns = 0.1 }          # optional, by predicted class
+//!
+//! [[early]]                 # optional: tree stages run before [fast], cheapest first
+//! name = "first"
+//! model = "first.txt"
+//! features = "stats"
+//! packets = 1
+//! routing = { uncertainty = "least_confidence", threshold = 0.05 }
 //! ```
+//!
+//! The cascade is `early...`, `fast` (both on the fast-path workers), then `slow` (the slow
+//! pool); packet counts may not decrease along it.
 
 use std::{
     collections::BTreeMap,
@@ -87,11 +97,27 @@ pub struct StageConfig {
 pub struct RoutingConfig {
     /// Uncertainty measure.
     pub uncertainty: Uncertainty,
-    /// Global threshold: escalate when uncertainty exceeds it.
+    /// Global threshold: escalate when uncertainty exceeds it (below 0: always).
     pub threshold: f64,
     /// Per predicted class thresholds, overriding the global one.
     #[serde(default)]
     pub per_class: BTreeMap<String, f64>,
+}
+
+/// An `[[early]]` stage: a tree model run before `[fast]`, with its own routing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyConfig {
+    /// Name in verdicts (`model` field).
+    pub name: String,
+    /// LightGBM text model, relative to the directory.
+    pub model: PathBuf,
+    /// Feature spec.
+    pub features: String,
+    /// Packets the stage waits for.
+    pub packets: u32,
+    /// When to pass flows on.
+    pub routing: RoutingConfig,
 }
 
 /// The manifest as written.
@@ -108,6 +134,22 @@ pub struct Manifest {
     pub slow: StageConfig,
     /// Routing.
     pub routing: RoutingConfig,
+    /// Tree stages before `fast`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub early: Vec<EarlyConfig>,
+}
+
+/// A loaded `[[early]]` stage.
+#[derive(Debug)]
+pub struct EarlyStage {
+    /// Its name.
+    pub name: String,
+    /// The model and its features.
+    pub stage: Stage<TreeModel>,
+    /// Uncertainty measure.
+    pub uncertainty: Uncertainty,
+    /// Threshold per class index.
+    pub thresholds: Vec<f64>,
 }
 
 /// A loaded stage.
@@ -132,6 +174,8 @@ pub struct ModelDir {
     pub slow: Stage<SlowModel>,
     /// Threshold per class index (global where not overridden).
     pub thresholds: Vec<f64>,
+    /// `[[early]]` stages, in order.
+    pub early: Vec<EarlyStage>,
 }
 
 impl ModelDir {
@@ -139,11 +183,6 @@ impl ModelDir {
     pub fn load(dir: &Path) -> Result<Self, ModelDirError> {
         let manifest_path = dir.join(MANIFEST);
         let mp = manifest_path.display().to_string();
-        let fail = |path: &str, field: &str, problem: String| ModelDirError {
-            path: path.to_owned(),
-            field: field.to_owned(),
-            problem,
-        };
         let text = std::fs::read_to_string(&manifest_path).map_err(|e| {
             fail(
                 &mp,
@@ -157,51 +196,45 @@ impl ModelDir {
         if classes < 2 {
             return Err(fail(&mp, "classes", "list at least two classes".into()));
         }
-        let spec = |stage: &StageConfig, name: &str| -> Result<FeatureSpec, ModelDirError> {
-            let parsed: FeatureSpec = stage
-                .features
-                .parse()
-                .map_err(|e| fail(&mp, &format!("{name}.features"), format!("{e}")))?;
-            if stage.packets == 0 || stage.packets > 64 {
-                return Err(fail(
-                    &mp,
-                    &format!("{name}.packets"),
-                    "must be 1..=64".into(),
-                ));
-            }
-            Ok(FeatureSpec {
-                packets: stage.packets,
-                ..parsed
-            })
-        };
-        let fast_spec = spec(&manifest.fast, "fast")?;
-        let slow_spec = spec(&manifest.slow, "slow")?;
+        let fast_spec = spec(&mp, &manifest.fast.features, manifest.fast.packets, "fast")?;
+        let slow_spec = spec(&mp, &manifest.slow.features, manifest.slow.packets, "slow")?;
+        let fast = load_tree(
+            dir,
+            &manifest.fast.model,
+            &manifest.fast.features,
+            fast_spec,
+            classes,
+            "fast",
+        )?;
+        let thresholds = class_thresholds(&mp, &manifest.routing, &manifest.classes, "routing")?;
 
-        let fast_path = dir.join(&manifest.fast.model);
-        let fp = fast_path.display().to_string();
-        let fast =
-            TreeModel::load(&fast_path).map_err(|e| fail(&fp, "fast.model", e.to_string()))?;
-        let fast_inputs = fast_spec.names().len();
-        if fast.num_features() != fast_inputs {
-            return Err(fail(
-                &fp,
-                "fast.features",
-                format!(
-                    "the model reads {} features but `{}` over {} packets gives {fast_inputs}: retrain, or fix the manifest",
-                    fast.num_features(),
-                    manifest.fast.features,
-                    manifest.fast.packets
-                ),
-            ));
+        let mut early = Vec::new();
+        for (i, e) in manifest.early.iter().enumerate() {
+            let field = format!("early[{i}]");
+            let features = spec(&mp, &e.features, e.packets, &field)?;
+            let model = load_tree(dir, &e.model, &e.features, features, classes, &field)?;
+            early.push(EarlyStage {
+                name: e.name.clone(),
+                stage: Stage { model, features },
+                uncertainty: e.routing.uncertainty,
+                thresholds: class_thresholds(
+                    &mp,
+                    &e.routing,
+                    &manifest.classes,
+                    &format!("{field}.routing"),
+                )?,
+            });
         }
-        if fast.num_outputs() != classes {
+        let counts: Vec<u32> = early
+            .iter()
+            .map(|e| e.stage.features.packets)
+            .chain([fast_spec.packets, slow_spec.packets])
+            .collect();
+        if counts.windows(2).any(|w| w[0] > w[1]) {
             return Err(fail(
-                &fp,
-                "classes",
-                format!(
-                    "the fast model has {} outputs, the manifest {classes} classes",
-                    fast.num_outputs()
-                ),
+                &mp,
+                "packets",
+                format!("stages wait for {counts:?} packets: a later stage may not wait for fewer"),
             ));
         }
 
@@ -214,33 +247,6 @@ impl ModelDir {
             manifest.slow.output.unwrap_or(OutputKind::Probabilities),
         )
         .map_err(|e| fail(&sp, "slow.model", e.to_string()))?;
-
-        let r = &manifest.routing;
-        if !(0.0..=1.0).contains(&r.threshold) {
-            return Err(fail(
-                &mp,
-                "routing.threshold",
-                "must be within 0..=1".into(),
-            ));
-        }
-        let mut thresholds = vec![r.threshold; classes];
-        for (class, t) in &r.per_class {
-            let Some(i) = manifest.classes.iter().position(|c| c == class) else {
-                return Err(fail(
-                    &mp,
-                    "routing.per_class",
-                    format!("{class:?} is not one of the classes"),
-                ));
-            };
-            if !(0.0..=1.0).contains(t) {
-                return Err(fail(
-                    &mp,
-                    "routing.per_class",
-                    format!("{class}: must be within 0..=1"),
-                ));
-            }
-            thresholds[i] = *t;
-        }
         Ok(ModelDir {
             dir: dir.to_owned(),
             fast: Stage {
@@ -252,9 +258,115 @@ impl ModelDir {
                 features: slow_spec,
             },
             thresholds,
+            early,
             manifest,
         })
     }
+
+    /// Writes the manifest back (after calibration changed its thresholds).
+    pub fn save_manifest(&self) -> Result<(), ModelDirError> {
+        let path = self.dir.join(MANIFEST);
+        let p = path.display().to_string();
+        let text =
+            toml::to_string(&self.manifest).map_err(|e| fail(&p, "(write)", e.to_string()))?;
+        std::fs::write(&path, text).map_err(|e| fail(&p, "(write)", e.to_string()))
+    }
+}
+
+fn fail(path: &str, field: &str, problem: String) -> ModelDirError {
+    ModelDirError {
+        path: path.to_owned(),
+        field: field.to_owned(),
+        problem,
+    }
+}
+
+/// A stage's feature spec with its packet count, checked.
+fn spec(mp: &str, features: &str, packets: u32, name: &str) -> Result<FeatureSpec, ModelDirError> {
+    let parsed: FeatureSpec = features
+        .parse()
+        .map_err(|e| fail(mp, &format!("{name}.features"), format!("{e}")))?;
+    if packets == 0 || packets > 64 {
+        return Err(fail(
+            mp,
+            &format!("{name}.packets"),
+            "must be 1..=64".into(),
+        ));
+    }
+    Ok(FeatureSpec { packets, ..parsed })
+}
+
+/// A tree stage's model, checked against its feature spec and the class count.
+fn load_tree(
+    dir: &Path,
+    model: &Path,
+    features_text: &str,
+    spec: FeatureSpec,
+    classes: usize,
+    name: &str,
+) -> Result<TreeModel, ModelDirError> {
+    let path = dir.join(model);
+    let fp = path.display().to_string();
+    let tree =
+        TreeModel::load(&path).map_err(|e| fail(&fp, &format!("{name}.model"), e.to_string()))?;
+    let inputs = spec.names().len();
+    if tree.num_features() != inputs {
+        return Err(fail(
+            &fp,
+            &format!("{name}.features"),
+            format!(
+                "the model reads {} features but `{features_text}` over {} packets gives {inputs}: retrain, or fix the manifest",
+                tree.num_features(),
+                spec.packets
+            ),
+        ));
+    }
+    if tree.num_outputs() != classes {
+        return Err(fail(
+            &fp,
+            "classes",
+            format!(
+                "the {name} model has {} outputs, the manifest {classes} classes",
+                tree.num_outputs()
+            ),
+        ));
+    }
+    Ok(tree)
+}
+
+/// Per-class thresholds of a routing section.
+fn class_thresholds(
+    mp: &str,
+    r: &RoutingConfig,
+    classes: &[String],
+    field: &str,
+) -> Result<Vec<f64>, ModelDirError> {
+    if !(-1.0..=1.0).contains(&r.threshold) {
+        return Err(fail(
+            mp,
+            &format!("{field}.threshold"),
+            "must be within -1..=1 (below 0: always escalate)".into(),
+        ));
+    }
+    let mut out = vec![r.threshold; classes.len()];
+    for (class, t) in &r.per_class {
+        let Some(i) = classes.iter().position(|c| c == class) else {
+            return Err(fail(
+                mp,
+                &format!("{field}.per_class"),
+                format!("{class:?} is not one of the classes"),
+            ));
+        };
+        if !(-1.0..=1.0).contains(t) {
+            return Err(fail(
+                mp,
+                &format!("{field}.per_class"),
+                format!("{class}: must be within -1..=1"),
+            ));
+        }
+        out[i] = *t;
+    }
+    Ok(out)
 }
 
 /// The uncertainty of a probability vector under `measure`, in [0, 1].

@@ -1,0 +1,111 @@
+//! Amplified replay for service-rate benchmarks: loops over packets held in memory and makes
+//! every loop's flows new ones by rewriting addresses, as `tcpreplay --unique-ip` does.
+//!
+//! Loop `k` XORs `k` into the second and third bytes of IPv4 addresses (bytes 4-5 of IPv6
+//! ones), the same on source and destination, so both directions of a flow still meet and
+//! loops never collide (up to 65,536 loops). Timestamps are laid out evenly, `gap_ns` apart,
+//! so time always moves forward whatever the source captures' own clocks did.
+
+use crate::{
+    capture::file::CapturedPacket,
+    parse::{self, IpVersion},
+};
+
+/// The iterator.
+#[derive(Debug)]
+pub struct Amplified<'a> {
+    packets: &'a [CapturedPacket],
+    loops: u32,
+    next: usize,
+    round: u32,
+    gap_ns: u64,
+    emitted: u64,
+    base_ns: u64,
+}
+
+impl<'a> Amplified<'a> {
+    /// `loops` passes over `packets` (at most 65,536), `gap_ns` apart.
+    pub fn new(packets: &'a [CapturedPacket], loops: u32, gap_ns: u64) -> Self {
+        Amplified {
+            packets,
+            loops: loops.min(1 << 16),
+            next: 0,
+            round: 0,
+            gap_ns,
+            emitted: 0,
+            base_ns: 1_700_000_000_000_000_000,
+        }
+    }
+}
+
+/// Rewrites the addresses of `frame` for loop `round` (no-op for frames the parser skips).
+pub fn rewrite(frame: &mut [u8], link: crate::capture::LinkType, round: u32) {
+    let (l3, v6) = match parse::parse_link(link, frame) {
+        Ok(p) => (p.l3, p.ip == IpVersion::V6),
+        Err(_) => return,
+    };
+    let [hi, lo] = (round as u16).to_be_bytes();
+    let offsets: [usize; 2] = if v6 {
+        [l3 + 8 + 4, l3 + 24 + 4]
+    } else {
+        [l3 + 12 + 1, l3 + 16 + 1]
+    };
+    for o in offsets {
+        if let Some(b) = frame.get_mut(o..o + 2) {
+            b[0] ^= hi;
+            b[1] ^= lo;
+        }
+    }
+}
+
+impl Iterator for Amplified<'_> {
+    type Item = CapturedPacket;
+
+    fn next(&mut self) -> Option<CapturedPacket> {
+        if self.packets.is_empty() || self.round >= self.loops {
+            return None;
+        }
+        let src = &self.packets[self.next];
+        let mut p = CapturedPacket {
+            ts_ns: self.base_ns + self.emitted * self.gap_ns,
+            link: src.link,
+            data: src.data.clone(),
+            file: src.file,
+        };
+        rewrite(&mut p.data, p.link, self.round);
+        self.emitted += 1;
+        self.next += 1;
+        if self.next == self.packets.len() {
+            self.next = 0;
+            self.round += 1;
+        }
+        Some(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly on purpose")]
+    use super::*;
+    use crate::capture::synthetic::tcp_flows;
+    use std::collections::HashSet;
+
+    #[test]
+    fn every_loop_makes_new_flows_and_keeps_directions_together() {
+        let base = tcp_flows(10, 4);
+        let out: Vec<_> = Amplified::new(&base, 3, 1000).collect();
+        assert_eq!(out.len(), base.len() * 3);
+        assert!(out.windows(2).all(|w| w[1].ts_ns == w[0].ts_ns + 1000));
+        let keys: HashSet<_> = out
+            .iter()
+            .map(|p| parse::parse_link(p.link, &p.data).unwrap().flow_key().0)
+            .collect();
+        let base_keys: HashSet<_> = base
+            .iter()
+            .map(|p| parse::parse_link(p.link, &p.data).unwrap().flow_key().0)
+            .collect();
+        assert_eq!(keys.len(), base_keys.len() * 3);
+        // Loop 0 is the input itself.
+        assert!(base_keys.is_subset(&keys));
+    }
+}

@@ -1,0 +1,282 @@
+//! `serveflow bench`: the serving benchmark.
+//!
+//! 1. **Accuracy and latency**: the held-out test captures of the data folder (the half not used
+//!    for calibration) through the pipeline on the virtual clock, fast-only vs slow-only vs the
+//!    cascade: accuracy, macro-F1, median and p99 end-to-end latency, share of flows decided
+//!    within 16 ms, escalation.
+//! 2. **Service rate**: the nDPI captures held in memory, amplified into millions of distinct
+//!    flows (addresses rewritten per loop), through the pipeline at full speed with 1..N
+//!    fast-path workers and one slow thread: new flows per second, escalations, fallbacks.
+
+use std::{
+    collections::HashSet,
+    io::Write as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::{
+    capture::{amplify::Amplified, file::CapturedPacket, merge::MergedCaptures},
+    cmd::replay::capture_files,
+    flow::FlowConfig,
+    labels::{FlowLabels, Split, Task},
+    model::{bundled, dir::ModelDir},
+    parse,
+    pipeline::{self, cascade::Cascade, output::Truth, Mode, PipelineConfig, Speed},
+    slow_pool::PoolConfig,
+    verdict::VerdictOutput,
+};
+
+/// Options of `serveflow bench`.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Data folder (`../shared/data` layout).
+    pub data: PathBuf,
+    /// Models directory (default: the bundled service models).
+    pub models: Option<PathBuf>,
+    /// Distinct flows to amplify the rate run to.
+    pub flows: u64,
+    /// Largest worker count of the scaling run.
+    pub max_workers: usize,
+    /// Longest wait for the slow stage's packets (ms).
+    pub max_wait_ms: f64,
+    /// The fast stages' wait of the latency-oriented cascade row (ms).
+    pub fast_wait_ms: f64,
+    /// JSON results file.
+    pub out: Option<PathBuf>,
+}
+
+/// One accuracy/latency row.
+#[derive(Debug, Serialize)]
+pub struct LatencyRow {
+    /// Mode.
+    pub mode: Mode,
+    /// Wait for the fast stages' packets (ms).
+    pub fast_wait_ms: f64,
+    /// Flows decided.
+    pub flows: u64,
+    /// Labeled flows scored.
+    pub labeled: u64,
+    /// Accuracy.
+    pub accuracy: f64,
+    /// Macro-F1.
+    pub macro_f1: f64,
+    /// Median end-to-end latency (ms).
+    pub p50_ms: f64,
+    /// 99th percentile (ms).
+    pub p99_ms: f64,
+    /// Share within 16 ms (%).
+    pub under_16ms_percent: f64,
+    /// Share escalated (%).
+    pub escalated_percent: f64,
+    /// Share fallen back (%).
+    pub fallback_percent: f64,
+}
+
+/// One service-rate row.
+#[derive(Debug, Serialize)]
+pub struct RateRow {
+    /// Fast-path workers.
+    pub workers: usize,
+    /// Slow threads.
+    pub slow_threads: usize,
+    /// Flows in.
+    pub flows: u64,
+    /// Packets in.
+    pub packets: u64,
+    /// Wall time (s).
+    pub wall_s: f64,
+    /// New flows per second.
+    pub new_flows_per_s: f64,
+    /// Packets per second.
+    pub packets_per_s: f64,
+    /// Share escalated (%).
+    pub escalated_percent: f64,
+    /// Share fallen back (%).
+    pub fallback_percent: f64,
+    /// Every flow got exactly one verdict.
+    pub one_verdict_each: bool,
+}
+
+fn cascade(models: &Path, mode: Mode) -> anyhow::Result<Arc<Cascade>> {
+    let mut c = Cascade::from_models(ModelDir::load(models)?);
+    mode.apply(&mut c);
+    Ok(Arc::new(c))
+}
+
+/// Runs the benchmark and prints its tables.
+pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
+    let models = bundled::resolve(opts.models.as_deref(), "service")?;
+    let manifest = ModelDir::load(&models)?.manifest;
+    let task = Task::from_name(&manifest.task).context("the models' task has no labels")?;
+    let labels_path = opts.data.join("labels/nfstream_flows.csv");
+    let out = &mut std::io::stdout().lock();
+    let cores = core_affinity::get_core_ids().map_or(0, |c| c.len());
+    writeln!(out, "models: {} | cores: {cores}", models.display())?;
+
+    // 1. Accuracy and latency on the test half of the held-out captures.
+    let labels = FlowLabels::load(&labels_path, task)?;
+    let mut files = capture_files(std::slice::from_ref(&opts.data))?;
+    files.retain(|f| labels.path_of(f).is_some_and(|p| Split::Test.contains(&p)));
+    let truth = Arc::new(Truth::new(labels, &files, manifest.classes.clone()));
+    let mut latency = Vec::new();
+    writeln!(
+        out,
+        "\naccuracy and latency: {} test captures, virtual clock, max wait {} ms\n",
+        files.len(),
+        opts.max_wait_ms
+    )?;
+    writeln!(out, "| mode | fast wait ms | flows | accuracy | macro-F1 | p50 ms | p99 ms | <16 ms | escalated | fallback |")?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    let runs = [
+        (Mode::FastOnly, opts.max_wait_ms),
+        (Mode::SlowOnly, opts.max_wait_ms),
+        (Mode::Cascade, opts.max_wait_ms),
+        (Mode::FastOnly, opts.fast_wait_ms),
+        (Mode::Cascade, opts.fast_wait_ms),
+    ];
+    for (mode, fast_wait_ms) in runs {
+        let config = PipelineConfig {
+            speed: Speed::Virtual,
+            fast_wait_ms,
+            max_wait_ms: opts.max_wait_ms,
+            ..PipelineConfig::default()
+        };
+        let mut captures = MergedCaptures::open(&files)?;
+        let r = pipeline::run(
+            cascade(&models, mode)?,
+            &config,
+            &mut captures,
+            &VerdictOutput::none(),
+            Some(truth.clone()),
+        );
+        let s = r.stats.summary();
+        let e2e = s.latency_ms.get("e2e");
+        let row = LatencyRow {
+            mode,
+            fast_wait_ms,
+            flows: s.flows,
+            labeled: s.scores.as_ref().map_or(0, |x| x.flows),
+            accuracy: s.scores.as_ref().map_or(0.0, |x| x.accuracy),
+            macro_f1: s.scores.as_ref().map_or(0.0, |x| x.macro_f1),
+            p50_ms: e2e.map_or(0.0, |p| p.p50),
+            p99_ms: e2e.map_or(0.0, |p| p.p99),
+            under_16ms_percent: s.under_16ms_percent,
+            escalated_percent: s.escalated_percent,
+            fallback_percent: s.fallback_percent,
+        };
+        writeln!(
+            out,
+            "| {:?} | {} | {} | {:.4} | {:.4} | {:.3} | {:.1} | {:.1}% | {:.1}% | {:.1}% |",
+            row.mode,
+            row.fast_wait_ms,
+            row.flows,
+            row.accuracy,
+            row.macro_f1,
+            row.p50_ms,
+            row.p99_ms,
+            row.under_16ms_percent,
+            row.escalated_percent,
+            row.fallback_percent
+        )?;
+        latency.push(row);
+    }
+    if let Some(slow) = latency.iter().find(|r| r.mode == Mode::SlowOnly) {
+        for c in latency.iter().filter(|r| r.mode == Mode::Cascade) {
+            writeln!(
+                out,
+                "\ncascade (fast wait {} ms) vs slow-only: macro-F1 {:+.4}, median latency {:.1}x lower",
+                c.fast_wait_ms,
+                c.macro_f1 - slow.macro_f1,
+                slow.p50_ms / c.p50_ms.max(1e-6)
+            )?;
+        }
+    }
+
+    // 2. Service rate on amplified nDPI captures.
+    let ndpi = capture_files(&[opts.data.join("ndpi/pcap")])?;
+    let base: Vec<CapturedPacket> = MergedCaptures::open(&ndpi)?.collect();
+    let base_flows = base
+        .iter()
+        .filter_map(|p| parse::parse_link(p.link, &p.data).ok())
+        .map(|p| p.flow_key().0)
+        .collect::<HashSet<_>>()
+        .len()
+        .max(1) as u64;
+    let loops = opts.flows.div_ceil(base_flows).clamp(1, 1 << 16) as u32;
+    writeln!(
+        out,
+        "\nservice rate: {} packets / {base_flows} flows of nDPI captures x {loops} loops, max speed, 1 slow thread\n",
+        base.len()
+    )?;
+    writeln!(out, "| workers | flows | packets | wall s | new flows/s | packets/s | escalated | fallback | one verdict each |")?;
+    writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---|")?;
+    let mut rate = Vec::new();
+    for workers in 1..=opts.max_workers.max(1) {
+        let config = PipelineConfig {
+            workers,
+            pool: PoolConfig {
+                threads: 1,
+                ..PoolConfig::default()
+            },
+            flow: FlowConfig {
+                idle_timeout_s: 2,
+                ..FlowConfig::default()
+            },
+            speed: Speed::Max,
+            max_wait_ms: opts.max_wait_ms,
+            ..PipelineConfig::default()
+        };
+        let source = Amplified::new(&base, loops, 1_000);
+        let r = pipeline::run(
+            cascade(&models, Mode::Cascade)?,
+            &config,
+            source,
+            &VerdictOutput::none(),
+            None,
+        );
+        let s = r.stats.summary();
+        let packets: u64 = r.workers.iter().map(|w| w.packets).sum();
+        let row = RateRow {
+            workers,
+            slow_threads: 1,
+            flows: r.flows_in(),
+            packets,
+            wall_s: r.wall_s,
+            new_flows_per_s: r.flows_in() as f64 / r.wall_s.max(1e-9),
+            packets_per_s: packets as f64 / r.wall_s.max(1e-9),
+            escalated_percent: s.escalated_percent,
+            fallback_percent: s.fallback_percent,
+            one_verdict_each: r.flows_in() == r.stats.total(),
+        };
+        writeln!(
+            out,
+            "| {} | {} | {} | {:.2} | {:.0} | {:.0} | {:.1}% | {:.1}% | {} |",
+            row.workers,
+            row.flows,
+            row.packets,
+            row.wall_s,
+            row.new_flows_per_s,
+            row.packets_per_s,
+            row.escalated_percent,
+            row.fallback_percent,
+            row.one_verdict_each
+        )?;
+        rate.push(row);
+    }
+    if let Some(path) = &opts.out {
+        let json = serde_json::json!({
+            "command": std::env::args().collect::<Vec<_>>().join(" "),
+            "models": models.display().to_string(),
+            "cores": cores,
+            "latency": latency,
+            "rate": rate,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,386 @@
+//! The serving pipeline, one for live traffic and capture replay: fast-path workers pinned to
+//! cores, each owning a shard of the flows, and the slow pool on its own cores.
+//!
+//! ```text
+//!  packets ─► shard by flow key ─► worker 0..N (flow table, inline stages, router)
+//!                                    ├─ confident ─────────────► verdict
+//!                                    └─ uncertain ─ try_send ─► slow pool (batches) ─► verdict
+//!                                                  └ queue full ─► fallback verdict
+//! ```
+//!
+//! With one worker the source is read on the worker's own thread; with more, the calling
+//! thread reads it and hands each worker its shard in batches (both directions of a flow hash
+//! to the same worker).
+
+pub mod cascade;
+pub mod output;
+pub mod worker;
+
+use std::{
+    hash::BuildHasher as _,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use crossbeam_channel::bounded;
+
+use crate::{
+    capture::file::CapturedPacket,
+    flow::FlowConfig,
+    parse,
+    report::{IntervalLog, RunStats, ThreadStats},
+    slow_pool::{self, PoolConfig, PoolCounters},
+    verdict::VerdictOutput,
+};
+use cascade::Cascade;
+use output::{Clock, ThreadOutput, Truth};
+use worker::{Worker, WorkerCounters};
+
+/// How fast a capture is fed.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Speed {
+    /// As fast as the pipeline takes it; latency is wall time (measures service rate).
+    Max,
+    /// At the capture's pace times a factor; latency is wall time, waits included.
+    Realtime(f64),
+    /// As fast as possible, latency on the virtual clock: waits for packets taken from capture
+    /// timestamps, plus measured queueing and inference.
+    Virtual,
+}
+
+impl std::str::FromStr for Speed {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "max" => Ok(Speed::Max),
+            "virtual" => Ok(Speed::Virtual),
+            "realtime" => Ok(Speed::Realtime(1.0)),
+            other => match other.parse::<f64>() {
+                Ok(f) if f > 0.0 && f.is_finite() => Ok(Speed::Realtime(f)),
+                _ => Err(format!(
+                    "{other:?}: expected max, realtime, virtual or a factor > 0 (2 = twice real time)"
+                )),
+            },
+        }
+    }
+}
+
+/// Which stages decide: the cascade as routed, or one stage alone (the baselines).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Inline stages, escalating uncertain flows to the slow pool.
+    Cascade,
+    /// The `fast` stage (the last inline one) decides every flow; earlier stages pass.
+    FastOnly,
+    /// Every flow waits for the slow stage's packets and goes to the slow pool.
+    SlowOnly,
+}
+
+impl Mode {
+    /// Applies the mode to a cascade's routing.
+    pub fn apply(self, cascade: &mut Cascade) {
+        match self {
+            Mode::Cascade => {}
+            Mode::FastOnly => {
+                cascade.set_threshold(f64::NEG_INFINITY);
+                if let Some(fast) = cascade.inline.last_mut() {
+                    fast.router.thresholds.fill(f64::INFINITY);
+                }
+            }
+            Mode::SlowOnly => cascade.set_threshold(f64::NEG_INFINITY),
+        }
+    }
+}
+
+/// Pipeline settings.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PipelineConfig {
+    /// Fast-path workers.
+    pub workers: usize,
+    /// Slow pool.
+    pub pool: PoolConfig,
+    /// Flow table (per worker; `max_flows` is split between them).
+    pub flow: FlowConfig,
+    /// Longest a flow waits, from its first packet, for an inline (fast) stage's packets before
+    /// that stage decides with what it has (ms).
+    pub fast_wait_ms: f64,
+    /// ... and for the slow stage's packets before it is escalated with what it has (ms).
+    pub max_wait_ms: f64,
+    /// Feed speed.
+    pub speed: Speed,
+    /// Pin threads to cores.
+    pub pin: bool,
+    /// Interval of the `.hlog` (ms).
+    pub interval_ms: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            workers: 1,
+            pool: PoolConfig::default(),
+            flow: FlowConfig::default(),
+            fast_wait_ms: 1000.0,
+            max_wait_ms: 1000.0,
+            speed: Speed::Virtual,
+            pin: true,
+            interval_ms: 1000,
+        }
+    }
+}
+
+/// Everything a run produced besides the verdict lines.
+#[derive(Debug)]
+pub struct RunResult {
+    /// Histograms and verdict counts.
+    pub stats: RunStats,
+    /// Per-worker counters.
+    pub workers: Vec<WorkerCounters>,
+    /// Per-pool-thread counters.
+    pub pool: Vec<PoolCounters>,
+    /// Wall time of the run (s).
+    pub wall_s: f64,
+    /// When it started.
+    pub started: SystemTime,
+    /// Threads that panicked outside the per-packet guard (their flows are lost; reported).
+    pub thread_panics: u64,
+    /// First error writing verdicts, if any.
+    pub output_error: Option<String>,
+}
+
+impl RunResult {
+    /// Flows that entered the flow tables.
+    pub fn flows_in(&self) -> u64 {
+        self.workers.iter().map(|w| w.flows.started).sum()
+    }
+}
+
+/// Cores for `n` threads starting at the `first` core, wrapping around the machine's cores.
+fn cores(first: usize, n: usize) -> Vec<Option<core_affinity::CoreId>> {
+    let ids = core_affinity::get_core_ids().unwrap_or_default();
+    (0..n)
+        .map(|i| (!ids.is_empty()).then(|| ids[(first + i) % ids.len()]))
+        .collect()
+}
+
+fn pin(core: Option<core_affinity::CoreId>, enabled: bool) {
+    if let (Some(c), true) = (core, enabled) {
+        if !core_affinity::set_for_current(c) {
+            log::debug!("could not pin to core {}", c.id);
+        }
+    }
+}
+
+/// The worker a frame's flow belongs to (both directions hash alike: the key is normalised).
+fn shard(packet: &CapturedPacket, workers: usize) -> usize {
+    match parse::parse_link(packet.link, &packet.data) {
+        Ok(p) => {
+            let (key, _) = p.flow_key();
+            (foldhash::fast::FixedState::with_seed(0x5e7f_10f5).hash_one(key) % workers as u64)
+                as usize
+        }
+        Err(_) => 0,
+    }
+}
+
+/// Runs `source` through the pipeline of `cascade` and returns when every flow is decided.
+pub fn run<I>(
+    cascade: Arc<Cascade>,
+    config: &PipelineConfig,
+    source: I,
+    verdicts: &VerdictOutput,
+    truth: Option<Arc<Truth>>,
+) -> RunResult
+where
+    I: Iterator<Item = CapturedPacket> + Send,
+{
+    let started = SystemTime::now();
+    let clock = Clock::new(config.speed == Speed::Virtual);
+    let workers = config.workers.max(1);
+    let log = IntervalLog::default();
+    let classes = cascade.classes.len();
+    let interval_ns = config.interval_ms.max(1) * 1_000_000;
+    let output = || ThreadOutput {
+        lines: verdicts.buffer(),
+        stats: ThreadStats::new(classes, interval_ns, log.clone()),
+        clock,
+        truth: truth.clone(),
+    };
+    let ns = |ms: f64| (ms.max(0.0) * 1e6) as u64;
+    let waits_ns = (ns(config.fast_wait_ms), ns(config.max_wait_ms));
+    let flow = FlowConfig {
+        max_flows: (config.flow.max_flows / workers).max(1),
+        ..config.flow
+    };
+    let (handle, rx) = slow_pool::channel(&config.pool);
+    let worker_cores = cores(0, workers);
+    let pool_cores = cores(workers, config.pool.threads.max(1));
+    let mut thread_panics = 0u64;
+    let mut outputs: Vec<ThreadOutput> = Vec::new();
+    let mut worker_counters = Vec::new();
+    let mut pool_counters = Vec::new();
+    std::thread::scope(|scope| {
+        let mut pool_threads = Vec::new();
+        for core in pool_cores {
+            let (rx, cascade, pool_cfg, mut out) =
+                (rx.clone(), cascade.clone(), config.pool, output());
+            let pin_enabled = config.pin;
+            pool_threads.push(scope.spawn(move || {
+                pin(core, pin_enabled);
+                let c = slow_pool::serve(&cascade.slow, &cascade.classes, &pool_cfg, &rx, &mut out);
+                out.lines.flush();
+                (out, c)
+            }));
+        }
+        drop(rx);
+        let make_worker = |out| Worker::new(cascade.clone(), flow, waits_ns, handle.clone(), out);
+        let speed = config.speed;
+        let pin_enabled = config.pin;
+        let mut worker_threads = Vec::new();
+        if workers == 1 {
+            let mut w = make_worker(output());
+            let core = worker_cores.first().copied().flatten();
+            worker_threads.push(scope.spawn(move || {
+                pin(core, pin_enabled);
+                let mut pacer = Pacer::new(speed, clock);
+                for p in source {
+                    pacer.wait(p.ts_ns, &mut w);
+                    w.packet(&p);
+                }
+                w.finish()
+            }));
+        } else {
+            let mut senders = Vec::new();
+            for core in worker_cores {
+                let (tx, rx) = bounded::<Vec<CapturedPacket>>(64);
+                senders.push(tx);
+                let mut w = make_worker(output());
+                worker_threads.push(scope.spawn(move || {
+                    pin(core, pin_enabled);
+                    for batch in rx {
+                        for p in &batch {
+                            w.packet(p);
+                        }
+                        w.tick();
+                    }
+                    w.finish()
+                }));
+            }
+            let mut batches: Vec<Vec<CapturedPacket>> =
+                (0..workers).map(|_| Vec::with_capacity(BATCH)).collect();
+            let mut pacer = Pacer::new(speed, clock);
+            for p in source {
+                pacer.wait_idle(p.ts_ns);
+                let i = shard(&p, workers);
+                batches[i].push(p);
+                // Paced input goes out packet by packet, so waits are not batched away.
+                if batches[i].len() >= BATCH || pacer.paced() {
+                    let full = std::mem::replace(&mut batches[i], Vec::with_capacity(BATCH));
+                    // A worker that died has dropped its receiver; its packets are counted
+                    // lost through the panic count below.
+                    let _ = senders[i].send(full);
+                }
+            }
+            for (tx, batch) in senders.iter().zip(batches) {
+                if !batch.is_empty() {
+                    let _ = tx.send(batch);
+                }
+            }
+            drop(senders);
+        }
+        drop(handle);
+        for t in worker_threads {
+            match t.join() {
+                Ok((out, c)) => {
+                    outputs.push(out);
+                    worker_counters.push(c);
+                }
+                Err(_) => thread_panics += 1,
+            }
+        }
+        for t in pool_threads {
+            match t.join() {
+                Ok((out, c)) => {
+                    outputs.push(out);
+                    pool_counters.push(c);
+                }
+                Err(_) => thread_panics += 1,
+            }
+        }
+    });
+    let wall_s = clock.wall() as f64 / 1e9;
+    let output_error = outputs
+        .iter()
+        .find_map(|o| o.lines.error().map(str::to_owned));
+    let _ = verdicts.flush();
+    let stats = RunStats::merge(
+        cascade.classes.iter().map(|c| c.to_string()).collect(),
+        outputs.into_iter().map(|o| o.stats).collect(),
+        &log,
+    );
+    RunResult {
+        stats,
+        workers: worker_counters,
+        pool: pool_counters,
+        wall_s,
+        started,
+        thread_panics,
+        output_error,
+    }
+}
+
+const BATCH: usize = 64;
+
+/// Holds packets back to the capture's pace (real-time speeds only).
+struct Pacer {
+    speed: Speed,
+    clock: Clock,
+    first_ts: Option<u64>,
+}
+
+impl Pacer {
+    fn new(speed: Speed, clock: Clock) -> Self {
+        Pacer {
+            speed,
+            clock,
+            first_ts: None,
+        }
+    }
+
+    fn paced(&self) -> bool {
+        matches!(self.speed, Speed::Realtime(_))
+    }
+
+    /// Wall ns at which a packet stamped `ts_ns` is due, for paced speeds.
+    fn due(&mut self, ts_ns: u64) -> Option<u64> {
+        let Speed::Realtime(factor) = self.speed else {
+            return None;
+        };
+        let first = *self.first_ts.get_or_insert(ts_ns);
+        Some((ts_ns.saturating_sub(first) as f64 / factor) as u64)
+    }
+
+    /// Sleeps until the packet is due, firing the worker's timeouts meanwhile.
+    fn wait(&mut self, ts_ns: u64, worker: &mut Worker) {
+        let Some(due) = self.due(ts_ns) else { return };
+        loop {
+            let now = self.clock.wall();
+            if now >= due {
+                return;
+            }
+            std::thread::sleep(Duration::from_nanos((due - now).min(1_000_000)));
+            worker.tick();
+        }
+    }
+
+    /// Sleeps until the packet is due (dispatcher thread; workers tick on their own batches).
+    fn wait_idle(&mut self, ts_ns: u64) {
+        let Some(due) = self.due(ts_ns) else { return };
+        let now = self.clock.wall();
+        if due > now {
+            std::thread::sleep(Duration::from_nanos(due - now));
+        }
+    }
+}

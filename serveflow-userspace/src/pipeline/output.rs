@@ -1,0 +1,132 @@
+//! What a deciding thread (fast-path worker or slow-pool thread) does with a verdict: stamp its
+//! latency on the run's clock, score it against the labels when given, record it in the
+//! thread's histograms and write its JSON line.
+
+use std::{path::PathBuf, sync::Arc, time::Instant};
+
+use crate::{
+    labels::{class_of, FlowLabels, LabelKey},
+    report::ThreadStats,
+    verdict::{Verdict, VerdictBuffer},
+};
+
+/// The run's clocks. Wall time is nanoseconds since the run started. Latency time is wall time
+/// too, except on a virtual clock, where a packet's arrival is its capture timestamp: the wait
+/// for packets is then what the capture recorded, and queueing and inference are measured.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    start: Instant,
+    virtual_time: bool,
+}
+
+impl Clock {
+    /// A clock starting now.
+    pub fn new(virtual_time: bool) -> Self {
+        Clock {
+            start: Instant::now(),
+            virtual_time,
+        }
+    }
+
+    /// Wall-clock ns since the run started.
+    pub fn wall(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    /// Latency-clock time of a packet with capture/arrival timestamp `ts_ns` arriving now.
+    pub fn arrival(&self, ts_ns: u64, wall: u64) -> u64 {
+        if self.virtual_time {
+            ts_ns
+        } else {
+            wall
+        }
+    }
+
+    /// Whether latency time is capture time.
+    pub fn is_virtual(&self) -> bool {
+        self.virtual_time
+    }
+}
+
+/// When a flow started and when its decision was triggered.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timing {
+    /// Latency-clock time of the first packet (ns).
+    pub t_first: u64,
+    /// Latency-clock time of the trigger (packet, timeout or end) (ns).
+    pub t_trigger: u64,
+    /// Wall-clock time the trigger was handled (ns).
+    pub wall_trigger: u64,
+    /// Index of the capture file the flow's first packet came from.
+    pub file: u32,
+}
+
+/// Labels to score verdicts against, with each input file's path in the label file.
+#[derive(Debug)]
+pub struct Truth {
+    labels: FlowLabels,
+    files: Vec<Option<String>>,
+    classes: Vec<String>,
+}
+
+impl Truth {
+    /// Labels for the captures `inputs` (in input order), scored over `classes`.
+    pub fn new(labels: FlowLabels, inputs: &[PathBuf], classes: Vec<String>) -> Self {
+        let files = inputs.iter().map(|p| labels.path_of(p)).collect();
+        Truth {
+            labels,
+            files,
+            classes,
+        }
+    }
+
+    /// Input files that match no path in the label file.
+    pub fn unmatched_inputs(&self) -> usize {
+        self.files.iter().filter(|f| f.is_none()).count()
+    }
+
+    /// The flow's true label and its class index, if it is labeled.
+    pub fn of(&self, v: &Verdict, file: u32) -> Option<(String, Option<usize>)> {
+        let path = self.files.get(file as usize)?.as_ref()?;
+        let key = LabelKey {
+            path: path.clone(),
+            src: v.src,
+            sport: v.sport,
+            dst: v.dst,
+            dport: v.dport,
+            proto: v.proto,
+        };
+        let label = self.labels.get(&key)?;
+        Some((label.to_owned(), class_of(label, &self.classes)))
+    }
+}
+
+/// One deciding thread's outputs.
+#[derive(Debug)]
+pub struct ThreadOutput {
+    /// Verdict lines.
+    pub lines: VerdictBuffer,
+    /// Histograms and counts.
+    pub stats: ThreadStats,
+    /// The run's clock.
+    pub clock: Clock,
+    /// Labels, when given.
+    pub truth: Option<Arc<Truth>>,
+}
+
+impl ThreadOutput {
+    /// Finishes `v` (latency, truth), records and writes it. `class` is its label's index.
+    pub fn emit(&mut self, mut v: Verdict, class: usize, timing: Timing) {
+        let wall = self.clock.wall();
+        let serving = wall.saturating_sub(timing.wall_trigger);
+        let t_verdict = timing.t_trigger.saturating_add(serving);
+        v.latency_us = t_verdict.saturating_sub(timing.t_first) as f64 / 1e3;
+        v.serving_us = serving as f64 / 1e3;
+        // Unlabeled flows are not scored; labeled ones whose label is no class count apart.
+        let truth = self.truth.as_ref().and_then(|t| t.of(&v, timing.file));
+        let scored = truth.as_ref().map(|(_, c)| *c);
+        v.truth = truth.map(|(label, _)| label);
+        self.stats.record(&v, class, scored, wall);
+        self.lines.push(&v);
+    }
+}

@@ -1,0 +1,370 @@
+//! A fast-path worker: owns one shard of the flows (its own flow table), runs the inline
+//! stages the moment a flow has their packets, and hands uncertain flows to the slow pool
+//! without ever blocking on it.
+//!
+//! Every flow that enters the table gets exactly one verdict: when a stage is confident, when
+//! it is handed to the pool (the pool answers, or the flow falls back at once), when it has
+//! waited long enough for the next stage's packets (counted from its first packet: the inline
+//! stages' wait, then the slow stage's), or when it ends, whichever comes first.
+
+use std::{cmp::Reverse, collections::BinaryHeap, sync::Arc};
+
+use serveflow_common::FlowKey;
+
+use crate::{
+    capture::file::CapturedPacket,
+    extract::ip,
+    flow::{EndReason, Flow, FlowConfig, FlowCounters, FlowTable},
+    parse::{self, Skip},
+    pipeline::{
+        cascade::{Cascade, ServeState},
+        output::{ThreadOutput, Timing},
+    },
+    slow_pool::{PoolHandle, Rejected, SlowJob},
+    verdict::{StageKind, Trigger, Verdict},
+};
+
+/// What a worker counted.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct WorkerCounters {
+    /// Frames handed to the worker.
+    pub packets: u64,
+    /// Frames of TCP/UDP flows.
+    pub flow_packets: u64,
+    /// Frames skipped, by parser reason.
+    pub skipped: std::collections::BTreeMap<&'static str, u64>,
+    /// Flows handed to the slow pool.
+    pub escalated: u64,
+    /// Flows that fell back because the pool's queue was full.
+    pub fallback_full: u64,
+    /// Flows that fell back because the pool had stopped.
+    pub fallback_stopped: u64,
+    /// Packets whose processing panicked (counted, the worker goes on).
+    pub panics: u64,
+    /// Flow-table counters (started, ended by reason).
+    pub flows: FlowCounters,
+}
+
+/// The part of a worker that decides flows; apart from the table so both can be borrowed.
+struct Decider {
+    cascade: Arc<Cascade>,
+    /// How long after its first packet a flow may wait for an inline stage's packets (ns).
+    inline_wait_ns: u64,
+    /// ... and for the slow stage's.
+    slow_wait_ns: u64,
+    /// (deadline, key, first_seen_ns, stage) of flows waiting for a stage's packets, earliest
+    /// first (capture timestamps are not always in order, so a heap rather than a queue).
+    deadlines: BinaryHeap<Reverse<(u64, FlowKey, u64, u8)>>,
+    pool: PoolHandle,
+    out: ThreadOutput,
+    row: Vec<f32>,
+    row64: Vec<f64>,
+    probs: Vec<f64>,
+    escalated: u64,
+    fallback_full: u64,
+    fallback_stopped: u64,
+}
+
+/// A fast-path worker.
+pub struct Worker {
+    table: FlowTable<ServeState>,
+    decider: Decider,
+    ended: Vec<(Flow<ServeState>, EndReason)>,
+    skipped: [u64; Skip::ALL.len()],
+    packets: u64,
+    flow_packets: u64,
+    panics: u64,
+    last_t: u64,
+}
+
+impl Worker {
+    /// A worker with an empty flow table.
+    pub fn new(
+        cascade: Arc<Cascade>,
+        flow: FlowConfig,
+        waits_ns: (u64, u64),
+        pool: PoolHandle,
+        out: ThreadOutput,
+    ) -> Self {
+        let k = cascade.classes.len();
+        Worker {
+            table: FlowTable::new(flow, cascade.specs.clone()),
+            decider: Decider {
+                cascade,
+                inline_wait_ns: waits_ns.0,
+                slow_wait_ns: waits_ns.1,
+                deadlines: BinaryHeap::new(),
+                pool,
+                out,
+                row: Vec::new(),
+                row64: Vec::new(),
+                probs: vec![0.0; k],
+                escalated: 0,
+                fallback_full: 0,
+                fallback_stopped: 0,
+            },
+            ended: Vec::new(),
+            skipped: [0; Skip::ALL.len()],
+            packets: 0,
+            flow_packets: 0,
+            panics: 0,
+            last_t: 0,
+        }
+    }
+
+    /// Handles one frame; a panic inside is caught and counted, never lost silently.
+    pub fn packet(&mut self, p: &CapturedPacket) {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.packet_inner(p)));
+        if r.is_err() {
+            self.panics += 1;
+            if self.panics == 1 {
+                log::error!(
+                    "fast-path worker: a packet's processing panicked; counting and going on"
+                );
+            }
+        }
+    }
+
+    fn packet_inner(&mut self, p: &CapturedPacket) {
+        self.packets += 1;
+        let parsed = match parse::parse_link(p.link, &p.data) {
+            Ok(parsed) => parsed,
+            Err(skip) => {
+                self.skipped[skip as usize] += 1;
+                return;
+            }
+        };
+        self.flow_packets += 1;
+        let clock = self.decider.out.clock;
+        let wall = clock.wall();
+        let t = clock.arrival(p.ts_ns, wall);
+        self.last_t = t;
+        self.run_deadlines(t, wall);
+        let Worker {
+            table,
+            decider,
+            ended,
+            ..
+        } = self;
+        let file = p.file;
+        table.observe_with(
+            p.ts_ns,
+            &parsed,
+            &mut |f, r| ended.push((f, r)),
+            |flow, _| {
+                if flow.packets == 1 {
+                    flow.state.t_first = t;
+                    flow.state.file = file;
+                    decider.wait(flow, 0);
+                }
+                if !flow.state.done {
+                    let next = usize::from(flow.state.next);
+                    if flow.packets >= decider.cascade.packets(next) {
+                        decider.decide(flow, Trigger::Packets, t, wall);
+                    }
+                }
+            },
+        );
+        for (mut flow, _) in ended.drain(..) {
+            if !flow.state.done {
+                decider.decide(&mut flow, Trigger::End, t, wall);
+            }
+        }
+    }
+
+    /// Decides flows whose wait ran out by latency-clock time `t`.
+    fn run_deadlines(&mut self, t: u64, wall: u64) {
+        let virtual_time = self.decider.out.clock.is_virtual();
+        while let Some(&Reverse((deadline, key, first_seen, stage))) = self.decider.deadlines.peek()
+        {
+            if deadline > t {
+                break;
+            }
+            self.decider.deadlines.pop();
+            if let Some(flow) = self.table.peek_mut(&key) {
+                if flow.first_seen_ns == first_seen && !flow.state.done && flow.state.next == stage
+                {
+                    // On the virtual clock the timeout fired at its own time; on the wall
+                    // clock it is handled now.
+                    let at = if virtual_time { deadline } else { t };
+                    self.decider.decide(flow, Trigger::Timeout, at, wall);
+                }
+            }
+        }
+    }
+
+    /// Fires due timeouts on the wall clock while no packet arrives (live and real-time
+    /// replay); a no-op on the virtual clock, where only packets move time.
+    pub fn tick(&mut self) {
+        let clock = self.decider.out.clock;
+        if !clock.is_virtual() {
+            let wall = clock.wall();
+            self.run_deadlines(wall, wall);
+        }
+    }
+
+    /// Input ended: pending timeouts fire (at their time on the virtual clock), then every
+    /// remaining flow ends and is decided. Returns the thread's output and counters.
+    pub fn finish(mut self) -> (ThreadOutput, WorkerCounters) {
+        let clock = self.decider.out.clock;
+        let wall = clock.wall();
+        let end_t = if clock.is_virtual() { u64::MAX } else { wall };
+        self.run_deadlines(end_t, wall);
+        let now = if clock.is_virtual() {
+            self.last_t
+        } else {
+            wall
+        };
+        let Worker { table, decider, .. } = &mut self;
+        table.flush(&mut |mut flow, _| {
+            if !flow.state.done {
+                let at = now.max(flow.state.t_first);
+                decider.decide(&mut flow, Trigger::End, at, wall);
+            }
+        });
+        let mut skipped = std::collections::BTreeMap::new();
+        for s in Skip::ALL {
+            if self.skipped[s as usize] > 0 {
+                skipped.insert(s.name(), self.skipped[s as usize]);
+            }
+        }
+        let counters = WorkerCounters {
+            packets: self.packets,
+            flow_packets: self.flow_packets,
+            skipped,
+            escalated: self.decider.escalated,
+            fallback_full: self.decider.fallback_full,
+            fallback_stopped: self.decider.fallback_stopped,
+            panics: self.panics,
+            flows: self.table.counters(),
+        };
+        self.decider.out.lines.flush();
+        (self.decider.out, counters)
+    }
+}
+
+impl Decider {
+    /// Latency-clock time until which a flow waits for stage `stage`'s packets.
+    fn deadline(&self, flow: &Flow<ServeState>, stage: u8) -> u64 {
+        let wait = if usize::from(stage) < self.cascade.inline.len() {
+            self.inline_wait_ns
+        } else {
+            self.slow_wait_ns
+        };
+        flow.state.t_first.saturating_add(wait)
+    }
+
+    /// Registers the flow's wait for stage `stage`.
+    fn wait(&mut self, flow: &Flow<ServeState>, stage: u8) {
+        let d = self.deadline(flow, stage);
+        self.deadlines
+            .push(Reverse((d, flow.key, flow.first_seen_ns, stage)));
+    }
+
+    /// Runs stages from the flow's next one until one is confident, the flow must wait for
+    /// more packets, or it is handed to the slow pool.
+    fn decide(&mut self, flow: &mut Flow<ServeState>, trigger: Trigger, t: u64, wall: u64) {
+        loop {
+            let s = usize::from(flow.state.next);
+            let Some(stage) = self.cascade.inline.get(s) else {
+                self.escalate(flow, trigger, t, wall);
+                return;
+            };
+            self.row.clear();
+            if let Some(f) = flow.state.features.get(s) {
+                f.values(&mut self.row);
+            }
+            self.row64.clear();
+            self.row64.extend(self.row.iter().map(|v| f64::from(*v)));
+            stage.model.predict(&self.row64, &mut self.probs);
+            let route = stage.router.route(&self.probs);
+            flow.state.best = Some((route.class, route.confidence as f32, s as u8));
+            if !route.escalate {
+                let v = self.verdict(flow, StageKind::Fast, trigger);
+                flow.state.done = true;
+                self.out.emit(v, route.class, self.timing(flow, t, wall));
+                return;
+            }
+            flow.state.next += 1;
+            let next = flow.state.next;
+            let waits = trigger != Trigger::End
+                && flow.packets < self.cascade.packets(usize::from(next))
+                && t < self.deadline(flow, next);
+            if waits {
+                self.wait(flow, next);
+                return;
+            }
+        }
+    }
+
+    fn timing(&self, flow: &Flow<ServeState>, t: u64, wall: u64) -> Timing {
+        Timing {
+            t_first: flow.state.t_first,
+            t_trigger: t,
+            wall_trigger: wall,
+            file: flow.state.file,
+        }
+    }
+
+    /// The verdict of the flow's best inline answer.
+    fn verdict(&self, flow: &Flow<ServeState>, stage: StageKind, trigger: Trigger) -> Verdict {
+        let (class, confidence, s) = flow.state.best.unwrap_or((0, 0.0, 0));
+        Verdict {
+            src: ip(flow.src),
+            sport: flow.sport,
+            dst: ip(flow.dst),
+            dport: flow.dport,
+            proto: flow.proto,
+            first_seen_us: flow.first_seen_ns / 1000,
+            label: self
+                .cascade
+                .classes
+                .get(class)
+                .cloned()
+                .unwrap_or_else(|| "?".into()),
+            confidence,
+            stage,
+            model: self
+                .cascade
+                .inline
+                .get(usize::from(s))
+                .map_or("fast", |st| st.name),
+            trigger,
+            packets: flow.packets.min(u64::from(u32::MAX)) as u32,
+            latency_us: 0.0,
+            serving_us: 0.0,
+            server_name: flow.server_name.clone(),
+            truth: None,
+        }
+    }
+
+    /// Hands the flow to the slow pool; if the pool cannot take it, the best inline answer is
+    /// the verdict, marked `fallback`.
+    fn escalate(&mut self, flow: &mut Flow<ServeState>, trigger: Trigger, t: u64, wall: u64) {
+        flow.state.done = true;
+        let mut features = Vec::with_capacity(self.cascade.slow.features());
+        if let Some(f) = flow.state.features.last() {
+            f.values(&mut features);
+        }
+        let class = flow.state.best.map_or(0, |b| b.0);
+        let job = SlowJob {
+            features,
+            draft: self.verdict(flow, StageKind::Fallback, trigger),
+            timing: self.timing(flow, t, wall),
+        };
+        self.escalated += 1;
+        let rejected = match self.pool.offer(job) {
+            Ok(()) => return,
+            Err(Rejected::Full(job)) => {
+                self.fallback_full += 1;
+                job
+            }
+            Err(Rejected::Stopped(job)) => {
+                self.fallback_stopped += 1;
+                job
+            }
+        };
+        let SlowJob { draft, timing, .. } = *rejected;
+        self.out.emit(draft, class, timing);
+    }
+}

@@ -1,0 +1,452 @@
+//! Latency accounting and run reports.
+//!
+//! Each thread that decides flows owns a [`ThreadStats`]: HDR histograms of end-to-end latency
+//! (first packet -> verdict, per stage too) and of serving latency (queue + inference), the
+//! verdicts per stage and trigger, and, when labels are known, a confusion matrix. Threads
+//! never share them while running; [`RunStats::merge`] adds them up for the summary and the
+//! report files ([`files`]).
+
+pub mod files;
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::verdict::{StageKind, Trigger, Verdict};
+
+/// Largest latency a histogram holds (one hour, in ns); longer ones are recorded as this.
+pub const MAX_LATENCY_NS: u64 = 3_600_000_000_000;
+
+/// Latency target the share of flows is reported against (the ServeFlow paper's 16 ms).
+pub const TARGET_NS: u64 = 16_000_000;
+
+#[allow(
+    clippy::expect_used,
+    reason = "constant bounds well within hdrhistogram's limits: this cannot fail"
+)]
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("valid histogram bounds")
+}
+
+const STAGES: [StageKind; 3] = [StageKind::Fast, StageKind::Slow, StageKind::Fallback];
+const TRIGGERS: [Trigger; 3] = [Trigger::Packets, Trigger::Timeout, Trigger::End];
+
+/// Per-interval histograms of end-to-end latency, shared by all threads, for the `.hlog`.
+#[derive(Clone, Debug, Default)]
+pub struct IntervalLog {
+    slots: Arc<Mutex<BTreeMap<u64, Histogram<u64>>>>,
+}
+
+impl IntervalLog {
+    fn add(&self, slot: u64, h: &Histogram<u64>) {
+        let mut slots = match self.slots.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        let entry = slots.entry(slot).or_insert_with(histogram);
+        let _ = entry.add(h);
+    }
+
+    /// The intervals recorded, by index.
+    pub fn slots(&self) -> BTreeMap<u64, Histogram<u64>> {
+        match self.slots.lock() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
+/// One thread's counts and histograms.
+#[derive(Debug)]
+pub struct ThreadStats {
+    /// End-to-end latency of every verdict (ns).
+    pub e2e: Histogram<u64>,
+    /// End-to-end latency per stage kind.
+    pub e2e_by_stage: [Histogram<u64>; 3],
+    /// Queue + inference latency (ns).
+    pub serving: Histogram<u64>,
+    /// Verdicts per stage kind.
+    pub verdicts: [u64; 3],
+    /// Verdicts per trigger.
+    pub triggers: [u64; 3],
+    /// `classes x classes` counts of (truth, predicted), for labeled flows.
+    pub confusion: Vec<u64>,
+    /// Labeled verdicts whose truth maps to no class of the model.
+    pub unknown_truth: u64,
+    classes: usize,
+    interval: Histogram<u64>,
+    interval_slot: u64,
+    interval_ns: u64,
+    log: IntervalLog,
+}
+
+impl ThreadStats {
+    /// Empty stats for a model of `classes` classes, rolling `interval_ns` intervals into `log`.
+    pub fn new(classes: usize, interval_ns: u64, log: IntervalLog) -> Self {
+        ThreadStats {
+            e2e: histogram(),
+            e2e_by_stage: [histogram(), histogram(), histogram()],
+            serving: histogram(),
+            verdicts: [0; 3],
+            triggers: [0; 3],
+            confusion: vec![0; classes * classes],
+            unknown_truth: 0,
+            classes,
+            interval: histogram(),
+            interval_slot: 0,
+            interval_ns: interval_ns.max(1),
+            log,
+        }
+    }
+
+    /// Records one verdict decided at `wall_ns` (the run's wall clock), with the class index
+    /// of its label and of its truth where known.
+    pub fn record(
+        &mut self,
+        v: &Verdict,
+        predicted: usize,
+        truth: Option<Option<usize>>,
+        wall_ns: u64,
+    ) {
+        let e2e = (v.latency_us * 1e3).max(1.0) as u64;
+        let serving = (v.serving_us * 1e3).max(1.0) as u64;
+        self.e2e.saturating_record(e2e.min(MAX_LATENCY_NS));
+        self.serving.saturating_record(serving.min(MAX_LATENCY_NS));
+        let s = stage_index(v.stage);
+        self.e2e_by_stage[s].saturating_record(e2e.min(MAX_LATENCY_NS));
+        self.verdicts[s] += 1;
+        self.triggers[trigger_index(v.trigger)] += 1;
+        match truth {
+            Some(Some(t)) if t < self.classes && predicted < self.classes => {
+                self.confusion[t * self.classes + predicted] += 1;
+            }
+            Some(_) => self.unknown_truth += 1,
+            None => {}
+        }
+        let slot = wall_ns / self.interval_ns;
+        if slot != self.interval_slot {
+            self.roll();
+            self.interval_slot = slot;
+        }
+        self.interval.saturating_record(e2e.min(MAX_LATENCY_NS));
+    }
+
+    fn roll(&mut self) {
+        if !self.interval.is_empty() {
+            self.log.add(self.interval_slot, &self.interval);
+            self.interval.reset();
+        }
+    }
+
+    /// Hands the open interval to the log; call when the thread stops.
+    pub fn finish(&mut self) {
+        self.roll();
+    }
+}
+
+fn stage_index(s: StageKind) -> usize {
+    match s {
+        StageKind::Fast => 0,
+        StageKind::Slow => 1,
+        StageKind::Fallback => 2,
+    }
+}
+
+fn trigger_index(t: Trigger) -> usize {
+    match t {
+        Trigger::Packets => 0,
+        Trigger::Timeout => 1,
+        Trigger::End => 2,
+    }
+}
+
+/// Everything the threads recorded, added up.
+#[derive(Debug)]
+pub struct RunStats {
+    /// See [`ThreadStats::e2e`].
+    pub e2e: Histogram<u64>,
+    /// See [`ThreadStats::e2e_by_stage`].
+    pub e2e_by_stage: [Histogram<u64>; 3],
+    /// See [`ThreadStats::serving`].
+    pub serving: Histogram<u64>,
+    /// See [`ThreadStats::verdicts`].
+    pub verdicts: [u64; 3],
+    /// See [`ThreadStats::triggers`].
+    pub triggers: [u64; 3],
+    /// See [`ThreadStats::confusion`].
+    pub confusion: Vec<u64>,
+    /// See [`ThreadStats::unknown_truth`].
+    pub unknown_truth: u64,
+    /// Class names.
+    pub classes: Vec<String>,
+    /// Per-interval end-to-end histograms.
+    pub intervals: BTreeMap<u64, Histogram<u64>>,
+    /// Interval length (ns).
+    pub interval_ns: u64,
+}
+
+impl RunStats {
+    /// Adds up `threads`.
+    pub fn merge(classes: Vec<String>, threads: Vec<ThreadStats>, log: &IntervalLog) -> Self {
+        let k = classes.len();
+        let mut run = RunStats {
+            e2e: histogram(),
+            e2e_by_stage: [histogram(), histogram(), histogram()],
+            serving: histogram(),
+            verdicts: [0; 3],
+            triggers: [0; 3],
+            confusion: vec![0; k * k],
+            unknown_truth: 0,
+            classes,
+            intervals: BTreeMap::new(),
+            interval_ns: 1,
+        };
+        for mut t in threads {
+            t.finish();
+            let _ = run.e2e.add(&t.e2e);
+            let _ = run.serving.add(&t.serving);
+            for (a, b) in run.e2e_by_stage.iter_mut().zip(&t.e2e_by_stage) {
+                let _ = a.add(b);
+            }
+            for i in 0..3 {
+                run.verdicts[i] += t.verdicts[i];
+                run.triggers[i] += t.triggers[i];
+            }
+            if t.confusion.len() == run.confusion.len() {
+                for (a, b) in run.confusion.iter_mut().zip(&t.confusion) {
+                    *a += b;
+                }
+            }
+            run.unknown_truth += t.unknown_truth;
+            run.interval_ns = t.interval_ns;
+        }
+        run.intervals = log.slots();
+        run
+    }
+
+    /// Verdicts in all.
+    pub fn total(&self) -> u64 {
+        self.verdicts.iter().sum()
+    }
+
+    /// Labeled flows scored, accuracy and macro-F1 (over classes present in truth or
+    /// predictions), when any flow was labeled.
+    pub fn scores(&self) -> Option<Scores> {
+        scores(&self.confusion, self.classes.len())
+    }
+
+    /// The summary written at exit and into `summary.json`.
+    pub fn summary(&self) -> LatencySummary {
+        let total = self.total().max(1) as f64;
+        let mut verdicts = BTreeMap::new();
+        let mut latency = BTreeMap::new();
+        for (i, s) in STAGES.iter().enumerate() {
+            verdicts.insert(name(*s), self.verdicts[i]);
+            if !self.e2e_by_stage[i].is_empty() {
+                latency.insert(
+                    format!("e2e_{}", name(*s)),
+                    Percentiles::of(&self.e2e_by_stage[i]),
+                );
+            }
+        }
+        latency.insert("e2e".into(), Percentiles::of(&self.e2e));
+        latency.insert("serving".into(), Percentiles::of(&self.serving));
+        let mut triggers = BTreeMap::new();
+        for (i, t) in TRIGGERS.iter().enumerate() {
+            let n = serde_json::to_value(t)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned));
+            triggers.insert(n.unwrap_or_default(), self.triggers[i]);
+        }
+        LatencySummary {
+            flows: self.total(),
+            verdicts,
+            triggers,
+            escalated_percent: 100.0 * (self.verdicts[1] + self.verdicts[2]) as f64 / total,
+            fallback_percent: 100.0 * self.verdicts[2] as f64 / total,
+            under_16ms_percent: 100.0 * share_at_most(&self.e2e, TARGET_NS),
+            latency_ms: latency,
+            scores: self.scores(),
+            unknown_truth: self.unknown_truth,
+        }
+    }
+}
+
+fn name(s: StageKind) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Share of recorded values <= `limit`.
+pub fn share_at_most(h: &Histogram<u64>, limit: u64) -> f64 {
+    if h.is_empty() {
+        return 0.0;
+    }
+    h.count_between(0, limit) as f64 / h.len() as f64
+}
+
+/// Accuracy and macro-F1 of labeled verdicts.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Scores {
+    /// Labeled flows scored.
+    pub flows: u64,
+    /// Share predicted right.
+    pub accuracy: f64,
+    /// Unweighted mean of per-class F1 over classes that occur in truth or predictions.
+    pub macro_f1: f64,
+}
+
+/// Scores of a `k x k` (truth, predicted) confusion matrix.
+pub fn scores(confusion: &[u64], k: usize) -> Option<Scores> {
+    let flows: u64 = confusion.iter().sum();
+    if flows == 0 || confusion.len() != k * k {
+        return None;
+    }
+    let right: u64 = (0..k).map(|i| confusion[i * k + i]).sum();
+    let mut f1s = Vec::new();
+    for c in 0..k {
+        let tp = confusion[c * k + c] as f64;
+        let truth: u64 = (0..k).map(|p| confusion[c * k + p]).sum();
+        let predicted: u64 = (0..k).map(|t| confusion[t * k + c]).sum();
+        if truth == 0 && predicted == 0 {
+            continue;
+        }
+        let denom = (truth + predicted) as f64;
+        f1s.push(if denom > 0.0 { 2.0 * tp / denom } else { 0.0 });
+    }
+    Some(Scores {
+        flows,
+        accuracy: right as f64 / flows as f64,
+        macro_f1: f1s.iter().sum::<f64>() / f1s.len().max(1) as f64,
+    })
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Percentiles {
+    /// Values recorded.
+    pub count: u64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+    /// Mean.
+    pub mean: f64,
+}
+
+impl Percentiles {
+    /// Of a histogram of nanoseconds.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        let ms = |v: u64| v as f64 / 1e6;
+        Percentiles {
+            count: h.len(),
+            p50: ms(h.value_at_quantile(0.5)),
+            p90: ms(h.value_at_quantile(0.9)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+            mean: h.mean() / 1e6,
+        }
+    }
+}
+
+/// What a run reports about its verdicts.
+#[derive(Clone, Debug, Serialize)]
+pub struct LatencySummary {
+    /// Flows decided (one verdict each).
+    pub flows: u64,
+    /// Verdicts per stage kind.
+    pub verdicts: BTreeMap<String, u64>,
+    /// Verdicts per trigger.
+    pub triggers: BTreeMap<String, u64>,
+    /// Share of flows routed to the slow pool (decided there or fallen back).
+    pub escalated_percent: f64,
+    /// Share of flows that fell back because the slow pool was full or failed.
+    pub fallback_percent: f64,
+    /// Share of flows decided within 16 ms of their first packet.
+    pub under_16ms_percent: f64,
+    /// Latency percentiles (ms): `e2e`, `e2e_<stage>`, `serving`.
+    pub latency_ms: BTreeMap<String, Percentiles>,
+    /// Accuracy, when labels were given.
+    pub scores: Option<Scores>,
+    /// Labeled flows whose label is none of the model's classes (and the model has no
+    /// `other`).
+    pub unknown_truth: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly on purpose")]
+    use super::*;
+
+    #[test]
+    fn scores_of_a_confusion_matrix() {
+        // truth 0: 8 right, 2 as 1; truth 1: 5 right; class 2 never seen.
+        let m = [8, 2, 0, 0, 5, 0, 0, 0, 0];
+        let s = scores(&m, 3).unwrap();
+        assert_eq!(s.flows, 15);
+        assert!((s.accuracy - 13.0 / 15.0).abs() < 1e-12);
+        let f0 = 2.0 * 8.0 / (10.0 + 8.0);
+        let f1 = 2.0 * 5.0 / (5.0 + 7.0);
+        assert!((s.macro_f1 - (f0 + f1) / 2.0).abs() < 1e-12);
+        assert!(scores(&[0; 4], 2).is_none());
+    }
+
+    #[test]
+    fn threads_merge_into_one_summary() {
+        let log = IntervalLog::default();
+        let classes: Vec<String> = vec!["a".into(), "b".into()];
+        let verdict = |stage, latency_us| Verdict {
+            src: "10.0.0.1".parse().unwrap(),
+            sport: 1,
+            dst: "10.0.0.2".parse().unwrap(),
+            dport: 2,
+            proto: 17,
+            first_seen_us: 0,
+            label: "a".into(),
+            confidence: 1.0,
+            stage,
+            model: "fast",
+            trigger: Trigger::Packets,
+            packets: 1,
+            latency_us,
+            serving_us: 1.0,
+            server_name: None,
+            truth: None,
+        };
+        let mut t1 = ThreadStats::new(2, 1_000_000_000, log.clone());
+        let mut t2 = ThreadStats::new(2, 1_000_000_000, log.clone());
+        for i in 0..90 {
+            t1.record(&verdict(StageKind::Fast, 100.0), 0, Some(Some(0)), i);
+        }
+        for _ in 0..10 {
+            t2.record(
+                &verdict(StageKind::Slow, 20_000.0),
+                0,
+                Some(Some(1)),
+                2_000_000_000,
+            );
+        }
+        let run = RunStats::merge(classes, vec![t1, t2], &log);
+        let s = run.summary();
+        assert_eq!(s.flows, 100);
+        assert_eq!(s.verdicts["slow"], 10);
+        assert!((s.escalated_percent - 10.0).abs() < 1e-9);
+        assert!((s.under_16ms_percent - 90.0).abs() < 1e-9);
+        assert!((s.scores.unwrap().accuracy - 0.9).abs() < 1e-12);
+        assert_eq!(run.intervals.len(), 2, "slots 0 and 2");
+        assert_eq!(run.intervals.values().map(Histogram::len).sum::<u64>(), 100);
+    }
+}

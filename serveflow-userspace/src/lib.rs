@@ -1,20 +1,21 @@
 //! serveflow: classify network flows from their first packets, with a fast model for most flows
 //! and a slow, accurate one for the uncertain few (ServeFlow, arXiv 2402.03694).
 //!
-//! The data path, and the module each stage lives in (planned stages in brackets):
+//! The data path, and the module each stage lives in:
 //!
 //! ```text
 //!  NIC ─► XDP program (serveflow-ebpf) ─► AF_XDP rings ─► capture::afxdp ┐
-//!          flow map, counters  [xdp]                                     ├─► parse ─► [flow] ─► [features]
-//!  pcap/pcapng files ────────────────────────────────► [capture::pcap] ─┘
-//!     ─► [model::fast] ─► [router] ─┬─► verdict                 ─► [verdict], [report]
-//!                                   └─► [slow pool] ─► verdict  ─┘
+//!          flow map, counters  [xdp]                                     ├─► pipeline (workers):
+//!  pcap/pcapng files ─────────────────────────► capture::{file, merge} ─┘   parse ─► flow ─► features
+//!     ─► model::tree (inline stages) ─► router ─┬─► verdict ─────────────────► verdict, report
+//!                                               └─► slow_pool (model::onnx) ─┘
 //! ```
 //!
 //! - [`system`]: start-up checks (capabilities, memlock, bpffs, interfaces).
 //! - [`xdp`]: load, attach and pin the XDP program; read its maps.
 //! - [`capture`]: packet sources; [`capture::afxdp`] receives from AF_XDP sockets.
 //! - [`parse`]: one parser for live and captured frames, same rules as the XDP program.
+//! - [`pipeline`]: the serving pipeline (workers, cascade, slow pool hand-off, latency).
 //! - [`cmd`]: the subcommands of the `serveflow` binary.
 
 pub mod calibrate;

@@ -81,7 +81,10 @@ fn feature_sets_must_match_model_inputs() {
     assert!(e.contains("fast.packets: must be 1..=64"), "{e}");
     // An early stage may not wait for more packets than the stage after it.
     let e = load_broken(|d| edit_manifest(d, "packets = 1", "packets = 3"));
-    assert!(e.contains("packets: stages wait for [3, 2, 4] packets"), "{e}");
+    assert!(
+        e.contains("packets: stages wait for [3, 2, 4] packets"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -207,10 +207,13 @@ enum Command {
         /// Which captures of the bundled split to use.
         #[arg(long, value_enum, default_value_t = Split::Calibration)]
         split: Split,
-        /// Target: cascade macro-F1 at most this far below the slow stage alone, fewest
-        /// escalations.
+        /// Target: cascade macro-F1 and accuracy each at most this far below the slow stage
+        /// alone, fewest escalations.
         #[arg(long, default_value_t = 0.005, conflicts_with = "max_escalated")]
-        max_f1_drop: f64,
+        max_drop: f64,
+        /// Hold only macro-F1 to --max-drop, not accuracy.
+        #[arg(long)]
+        f1_only: bool,
         /// Target instead: at most this percentage of flows escalated, best macro-F1.
         #[arg(long)]
         max_escalated: Option<f64>,
@@ -405,7 +408,8 @@ fn main() -> ExitCode {
             models,
             labels,
             split,
-            max_f1_drop,
+            max_drop,
+            f1_only,
             max_escalated,
             dry_run,
             inputs,
@@ -416,7 +420,8 @@ fn main() -> ExitCode {
             split,
             target: match max_escalated {
                 Some(pct) => Target::MaxEscalated(pct / 100.0),
-                None => Target::MaxF1Drop(max_f1_drop),
+                None if f1_only => Target::MaxF1Drop(max_drop),
+                None => Target::MaxDrop(max_drop),
             },
             dry_run,
         }),

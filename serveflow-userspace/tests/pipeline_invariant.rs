@@ -188,3 +188,33 @@ fn virtual_clock_replays_are_deterministic() {
     // made at a stage's packet count, and the latency is the capture's wait plus serving.
     assert_eq!(r1.stats.triggers[1], 0, "no timeouts");
 }
+
+#[test]
+fn realtime_replay_waits_for_packets_and_counts_the_wait() {
+    // 4 flows x 6 packets; packet p of every flow is p ms after the first, so the slow stage's
+    // 4th packet comes 3 ms after the first: real-time latency includes that wait.
+    let config = PipelineConfig {
+        speed: Speed::Realtime(1.0),
+        pin: false,
+        ..PipelineConfig::default()
+    };
+    let (r, verdicts) = run(Mode::SlowOnly, &config, tcp_flows(4, 6));
+    assert_eq!(r.flows_in(), 4);
+    assert_eq!(verdicts.len(), 4);
+    assert!(
+        r.wall_s >= 0.005,
+        "paced: the capture spans 5 ms, ran {} s",
+        r.wall_s
+    );
+    for v in &verdicts {
+        assert_eq!(v["stage"], "slow", "{v}");
+        assert_eq!(v["packets"], 4, "{v}");
+        // The wait part (latency less serving) is the 3 ms between packets 1 and 4, less any
+        // delay in handling packet 1 on a busy machine.
+        let wait = v["latency_us"].as_f64().unwrap() - v["serving_us"].as_f64().unwrap();
+        assert!(
+            wait >= 2_000.0,
+            "latency must include the 3 ms wait for packets: {v}"
+        );
+    }
+}

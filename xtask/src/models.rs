@@ -80,7 +80,7 @@ pub fn run() -> anyhow::Result<()> {
             &format!("models/{task}"),
             "--labels",
             "../shared/data/labels/nfstream_flows.csv",
-            "--max-f1-drop",
+            "--max-drop",
             "0.005",
             "../shared/data",
         ]))?;

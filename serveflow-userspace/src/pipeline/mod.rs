@@ -337,7 +337,8 @@ const BATCH: usize = 64;
 struct Pacer {
     speed: Speed,
     clock: Clock,
-    first_ts: Option<u64>,
+    /// First packet's timestamp and the wall time it was released at: the pace's origin.
+    first: Option<(u64, u64)>,
 }
 
 impl Pacer {
@@ -345,7 +346,7 @@ impl Pacer {
         Pacer {
             speed,
             clock,
-            first_ts: None,
+            first: None,
         }
     }
 
@@ -358,8 +359,9 @@ impl Pacer {
         let Speed::Realtime(factor) = self.speed else {
             return None;
         };
-        let first = *self.first_ts.get_or_insert(ts_ns);
-        Some((ts_ns.saturating_sub(first) as f64 / factor) as u64)
+        let clock = self.clock;
+        let (first_ts, first_wall) = *self.first.get_or_insert_with(|| (ts_ns, clock.wall()));
+        Some(first_wall + (ts_ns.saturating_sub(first_ts) as f64 / factor) as u64)
     }
 
     /// Sleeps until the packet is due, firing the worker's timeouts meanwhile.

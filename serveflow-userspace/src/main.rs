@@ -52,6 +52,30 @@ enum Command {
         /// Also write the summary as JSON to this file.
         #[arg(long)]
         summary: Option<PathBuf>,
+        /// Models directory (default: the bundled models of --task).
+        #[arg(long)]
+        models: Option<PathBuf>,
+        /// Task whose bundled models to use.
+        #[arg(long, default_value = "service", value_parser = clap::builder::PossibleValuesParser::new(serveflow::model::bundled::TASKS))]
+        task: String,
+        /// Verdict JSON lines to this file (`-` for stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Write the latency report (.hgrm, .hlog, summary.json, CDF plot, config) here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Fast-path workers.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Slow-pool threads.
+        #[arg(long, default_value_t = PoolConfig::default().threads)]
+        slow_threads: usize,
+        /// Longest a flow waits, from its first packet, for the fast stages' packets (ms).
+        #[arg(long, default_value_t = PipelineConfig::default().fast_wait_ms)]
+        fast_wait_ms: f64,
+        /// Longest an escalated flow waits for the slow stage's packets (ms).
+        #[arg(long, default_value_t = PipelineConfig::default().max_wait_ms)]
+        max_wait_ms: f64,
     },
     /// Read pcap/pcapng files as one timeline and write one row per TCP/UDP flow.
     Extract {
@@ -281,6 +305,14 @@ fn main() -> ExitCode {
             queues,
             duration,
             summary,
+            models,
+            task,
+            out,
+            report,
+            workers,
+            slow_threads,
+            fast_wait_ms,
+            max_wait_ms,
         } => {
             let duration = match duration.map(Duration::try_from_secs_f64).transpose() {
                 Ok(d) => d,
@@ -295,6 +327,20 @@ fn main() -> ExitCode {
                 queues,
                 duration,
                 summary,
+                models,
+                task,
+                out,
+                report,
+                pipeline: PipelineConfig {
+                    workers,
+                    pool: PoolConfig {
+                        threads: slow_threads,
+                        ..PoolConfig::default()
+                    },
+                    fast_wait_ms,
+                    max_wait_ms,
+                    ..PipelineConfig::default()
+                },
             })
         }
         Command::Extract {

@@ -18,7 +18,7 @@ use std::{
 use serveflow::{
     capture::{amplify::Amplified, file::CapturedPacket, synthetic::tcp_flows, LinkType},
     model::dir::ModelDir,
-    pipeline::{self, cascade::Cascade, Mode, PipelineConfig, RunResult, Speed},
+    pipeline::{self, cascade::Cascade, Input, Mode, PipelineConfig, RunResult, Speed},
     slow_pool::PoolConfig,
     verdict::VerdictOutput,
 };
@@ -50,7 +50,13 @@ fn run(
 ) -> (RunResult, Vec<serde_json::Value>) {
     let lines = Lines::default();
     let out = VerdictOutput::new(Box::new(lines.clone()));
-    let r = pipeline::run(cascade(mode), config, source.into_iter(), &out, None);
+    let r = pipeline::run(
+        cascade(mode),
+        config,
+        source.into_iter().map(Input::Packet),
+        &out,
+        None,
+    );
     let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
     let verdicts = text
         .lines()

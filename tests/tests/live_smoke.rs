@@ -27,8 +27,11 @@ fn tmp(name: &str) -> std::path::PathBuf {
 
 fn start(bed: &VethPair, mode: &str, summary: &std::path::Path) -> Running {
     let mut cmd = bed.command(&bed.ns_a, serveflow_bin::path().unwrap().to_str().unwrap());
+    let verdicts = summary.with_extension("verdicts.jsonl");
     cmd.args(["run", "-i", &bed.dev_a, "-m", mode, "--summary"])
-        .arg(summary);
+        .arg(summary)
+        .arg("--out")
+        .arg(verdicts);
     let mut running = Running::spawn(cmd).unwrap();
     running
         .wait_for("serveflow: ready", Duration::from_secs(30))
@@ -64,6 +67,22 @@ fn exact_counts(mode: &str, queues: u32) {
         afxdp["skipped"].as_object().unwrap().is_empty(),
         "parser skipped frames the kernel redirected"
     );
+
+    // The serving pipeline classified every flow exactly once.
+    let serving = &s["serving"];
+    assert_eq!(n(&serving["flows_in"]), capture.flows, "{serving:#}");
+    assert_eq!(n(&serving["verdicts_out"]), capture.flows);
+    assert_eq!(serving["every_flow_one_verdict"], true);
+    let lines = std::fs::read_to_string(summary_path.with_extension("verdicts.jsonl")).unwrap();
+    let verdicts: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(verdicts.len() as u64, capture.flows);
+    assert!(verdicts
+        .iter()
+        .all(|v| v["label"].is_string() && v["latency_us"].as_f64().unwrap() >= 0.0));
+    let _ = std::fs::remove_file(summary_path.with_extension("verdicts.jsonl"));
 
     let k = &s["kernel_counters"];
     assert_eq!(

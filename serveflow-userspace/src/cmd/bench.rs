@@ -25,7 +25,7 @@ use crate::{
     labels::{FlowLabels, Split, Task},
     model::{bundled, dir::ModelDir},
     parse,
-    pipeline::{self, cascade::Cascade, output::Truth, Mode, PipelineConfig, Speed},
+    pipeline::{self, cascade::Cascade, output::Truth, Input, Mode, PipelineConfig, Speed},
     slow_pool::PoolConfig,
     verdict::VerdictOutput,
 };
@@ -149,7 +149,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         let r = pipeline::run(
             cascade(&models, mode)?,
             &config,
-            &mut captures,
+            captures.by_ref().map(Input::Packet),
             &VerdictOutput::none(),
             Some(truth.clone()),
         );
@@ -230,7 +230,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
             max_wait_ms: opts.max_wait_ms,
             ..PipelineConfig::default()
         };
-        let source = Amplified::new(&base, loops, 1_000);
+        let source = Amplified::new(&base, loops, 1_000).map(Input::Packet);
         let r = pipeline::run(
             cascade(&models, Mode::Cascade)?,
             &config,

@@ -14,7 +14,7 @@ use crate::{
     capture::{file::CaptureFile, merge::MergedCaptures},
     labels::{FlowLabels, Split, Task},
     model::{bundled, dir::ModelDir},
-    pipeline::{self, cascade::Cascade, output::Truth, PipelineConfig, RunResult},
+    pipeline::{self, cascade::Cascade, output::Truth, Input, PipelineConfig, RunResult},
     report::files,
     verdict::VerdictOutput,
 };
@@ -156,7 +156,13 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<()> {
     opts.mode.apply(&mut cascade);
     let cascade = Arc::new(cascade);
     let mut captures = MergedCaptures::open(&files)?;
-    let result = pipeline::run(cascade, &opts.pipeline, &mut captures, &verdicts, truth);
+    let result = pipeline::run(
+        cascade,
+        &opts.pipeline,
+        captures.by_ref().map(Input::Packet),
+        &verdicts,
+        truth,
+    );
     let file_reports = captures.reports();
     let early: Vec<String> = file_reports
         .iter()
@@ -229,7 +235,8 @@ pub fn summary_json(
     })
 }
 
-fn print_summary(
+/// Prints the run's summary lines.
+pub fn print_summary(
     r: &RunResult,
     s: &serde_json::Value,
     out: &mut impl std::io::Write,

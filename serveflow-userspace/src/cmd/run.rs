@@ -1,25 +1,30 @@
-//! `serveflow run`: attach to an interface, receive its TCP/UDP packets through AF_XDP, count
-//! packets and flows, and print a summary on SIGINT/SIGTERM or after `--duration`.
+//! `serveflow run`: attach to an interface, receive its TCP/UDP packets through AF_XDP, classify
+//! every flow with the serving pipeline (the same one `serveflow replay` runs), and print a
+//! summary on SIGINT/SIGTERM or after `--duration`: packets and flows received, verdicts per
+//! stage and latency, the kernel's counters and the sockets' drops.
 
 use std::{
     collections::BTreeMap,
     path::PathBuf,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::{atomic::AtomicBool, Arc},
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
 use serde::Serialize;
-use serveflow_common::{proto, XdpCounter};
+use serveflow_common::XdpCounter;
 
 use crate::{
-    capture::afxdp::{SocketStatistics, XskReceiver},
-    flow::{Flow, FlowConfig, FlowTable},
-    parse::{self, Skip},
+    capture::{
+        afxdp::{SocketStatistics, XskReceiver},
+        live::LiveSource,
+    },
+    cmd::replay,
+    model::{bundled, dir::ModelDir},
+    pipeline::{self, cascade::Cascade, PipelineConfig, Speed},
+    report::files,
     system,
+    verdict::VerdictOutput,
     xdp::{AttachMode, FlowMapTotals, XdpProgram},
 };
 
@@ -36,6 +41,16 @@ pub struct RunOptions {
     pub duration: Option<Duration>,
     /// Write the summary as JSON here too.
     pub summary: Option<PathBuf>,
+    /// Models directory (default: the bundled models of `task`).
+    pub models: Option<PathBuf>,
+    /// Task of the bundled models.
+    pub task: String,
+    /// Verdict lines: a file, `-` for stdout, none to only count them.
+    pub out: Option<PathBuf>,
+    /// Report directory.
+    pub report: Option<PathBuf>,
+    /// Pipeline settings (speed is ignored: live traffic comes at its own pace).
+    pub pipeline: PipelineConfig,
 }
 
 /// What a run saw, in userspace and in the kernel.
@@ -59,6 +74,8 @@ pub struct RunSummary {
     pub kernel_flow_map: FlowMapTotals,
     /// Drops reported by the AF_XDP sockets (XDP_STATISTICS), summed.
     pub socket_drops: SocketStatistics,
+    /// The serving pipeline's summary (flows in, verdicts out, stages, latency).
+    pub serving: serde_json::Value,
 }
 
 /// Packets and flows received through AF_XDP.
@@ -87,6 +104,19 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
             .context("installing the SIGINT/SIGTERM handler")?;
     }
 
+    // Models and outputs first: a bad models directory fails before anything is attached.
+    let dir = bundled::resolve(opts.models.as_deref(), &opts.task)?;
+    let cascade = Arc::new(Cascade::from_models(ModelDir::load(&dir)?));
+    let verdicts = match opts.out.as_deref() {
+        None => VerdictOutput::none(),
+        Some(p) if p == std::path::Path::new("-") => {
+            VerdictOutput::new(Box::new(std::io::stdout()))
+        }
+        Some(p) => VerdictOutput::new(Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        ))),
+    };
+
     let mut program = XdpProgram::attach(&opts.interface, opts.mode)?;
     let iface = program.interface().clone();
     let queues = opts.queues.unwrap_or(iface.rx_queues).max(1);
@@ -111,28 +141,17 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     );
 
     let started = Instant::now();
-    let mut live = LiveFlows::new();
-    loop {
-        let mut received = 0;
-        for socket in &mut sockets {
-            // The monotonic clock, read once a batch, is the flow table's time.
-            let now_ns = started.elapsed().as_nanos() as u64;
-            received += socket.receive(|frame| live.on_frame(now_ns, frame))?;
-        }
-        let timed_out = opts.duration.is_some_and(|d| started.elapsed() >= d);
-        if stop.load(Ordering::Relaxed) || timed_out {
-            break;
-        }
-        if received == 0 {
-            XskReceiver::wait_any(&sockets, Duration::from_millis(50))?;
-        }
+    let mut source = LiveSource::new(sockets, started, Arc::clone(&stop), opts.duration);
+    let config = PipelineConfig {
+        speed: Speed::Max,
+        ..opts.pipeline.clone()
+    };
+    let result = pipeline::run(cascade, &config, source.by_ref(), &verdicts, None);
+    if let Some(e) = source.error.take() {
+        log::error!("AF_XDP receive failed, stopped early: {e}");
     }
-    // Drain what the kernel already queued so the counts are complete.
-    let now_ns = started.elapsed().as_nanos() as u64;
-    for socket in &mut sockets {
-        while socket.receive(|frame| live.on_frame(now_ns, frame))? > 0 {}
-    }
-    let counts = live.finish();
+    let sockets = std::mem::take(&mut source.sockets);
+    let counts = userspace_counts(&result);
     let kernel = program.counters()?;
     let mut socket_drops = SocketStatistics::default();
     for socket in &sockets {
@@ -151,69 +170,48 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
             .collect(),
         kernel_flow_map: program.flow_totals()?,
         socket_drops,
+        serving: replay::summary_json(&result, &[], &[], &[], &dir),
     };
     program.detach();
     drop(sockets);
 
     print_summary(&summary);
+    replay::print_summary(&result, &summary.serving, &mut std::io::stderr().lock())?;
     if let Some(path) = &opts.summary {
         let json = serde_json::to_string_pretty(&summary)?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }
+    if let Some(report) = &opts.report {
+        let config = toml::to_string(&config).unwrap_or_default();
+        files::write(
+            report,
+            &result.stats,
+            &summary.serving,
+            &config,
+            result.started,
+        )?;
+        eprintln!("serveflow: report written to {}", report.display());
+    }
+    if let Some(e) = &result.output_error {
+        anyhow::bail!("writing verdicts: {e}");
+    }
     Ok(())
 }
 
-/// What the receive loop keeps: the flow table (the same one capture replay uses) and the
-/// counts for the summary.
-struct LiveFlows {
-    table: FlowTable<()>,
-    counts: UserspaceCounts,
-    skipped: [u64; Skip::ALL.len()],
-}
-
-impl LiveFlows {
-    fn new() -> Self {
-        LiveFlows {
-            table: FlowTable::new(FlowConfig::default(), ()),
-            counts: UserspaceCounts::default(),
-            skipped: [0; Skip::ALL.len()],
+/// What the workers received, in the summary's terms.
+fn userspace_counts(r: &pipeline::RunResult) -> UserspaceCounts {
+    let mut c = UserspaceCounts::default();
+    for w in &r.workers {
+        c.packets += w.packets;
+        c.bytes += w.bytes;
+        c.flows += w.flows.started;
+        c.tcp_flows += w.tcp_flows;
+        c.udp_flows += w.udp_flows;
+        for (k, v) in &w.skipped {
+            *c.skipped.entry(k).or_default() += v;
         }
     }
-
-    fn on_frame(&mut self, now_ns: u64, frame: &[u8]) {
-        self.counts.packets += 1;
-        self.counts.bytes += frame.len() as u64;
-        let (tcp, udp) = (&mut self.counts.tcp_flows, &mut self.counts.udp_flows);
-        match parse::parse_ethernet(frame) {
-            Ok(packet) => {
-                self.table
-                    .observe(now_ns, &packet, &mut |f, _| count_flow(&f, tcp, udp));
-            }
-            Err(skip) => self.skipped[skip as usize] += 1,
-        }
-    }
-
-    /// Ends the remaining flows and returns the counts.
-    fn finish(mut self) -> UserspaceCounts {
-        let (tcp, udp) = (&mut self.counts.tcp_flows, &mut self.counts.udp_flows);
-        self.table.flush(&mut |f, _| count_flow(&f, tcp, udp));
-        self.counts.flows = self.table.counters().started;
-        for skip in Skip::ALL {
-            let n = self.skipped[skip as usize];
-            if n > 0 {
-                self.counts.skipped.insert(skip.name(), n);
-            }
-        }
-        self.counts
-    }
-}
-
-fn count_flow(flow: &Flow<()>, tcp: &mut u64, udp: &mut u64) {
-    match flow.proto {
-        proto::TCP => *tcp += 1,
-        proto::UDP => *udp += 1,
-        _ => {}
-    }
+    c
 }
 
 fn print_summary(s: &RunSummary) {

@@ -36,6 +36,15 @@ use cascade::Cascade;
 use output::{Clock, ThreadOutput, Truth};
 use worker::{Worker, WorkerCounters};
 
+/// What a packet source hands the pipeline.
+#[derive(Debug)]
+pub enum Input {
+    /// A frame.
+    Packet(CapturedPacket),
+    /// Nothing arrived for a while (live sources): time to fire due timeouts.
+    Idle,
+}
+
 /// How fast a capture is fed.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -194,7 +203,7 @@ pub fn run<I>(
     truth: Option<Arc<Truth>>,
 ) -> RunResult
 where
-    I: Iterator<Item = CapturedPacket> + Send,
+    I: Iterator<Item = Input> + Send,
 {
     let started = SystemTime::now();
     let clock = Clock::new(config.speed == Speed::Virtual);
@@ -245,9 +254,14 @@ where
             worker_threads.push(scope.spawn(move || {
                 pin(core, pin_enabled);
                 let mut pacer = Pacer::new(speed, clock);
-                for p in source {
-                    pacer.wait(p.ts_ns, &mut w);
-                    w.packet(&p);
+                for input in source {
+                    match input {
+                        Input::Packet(p) => {
+                            pacer.wait(p.ts_ns, &mut w);
+                            w.packet(&p);
+                        }
+                        Input::Idle => w.tick(),
+                    }
                 }
                 w.finish()
             }));
@@ -271,7 +285,17 @@ where
             let mut batches: Vec<Vec<CapturedPacket>> =
                 (0..workers).map(|_| Vec::with_capacity(BATCH)).collect();
             let mut pacer = Pacer::new(speed, clock);
-            for p in source {
+            for input in source {
+                let p = match input {
+                    Input::Packet(p) => p,
+                    Input::Idle => {
+                        // Flush what is batched; an empty batch makes each worker tick.
+                        for (tx, batch) in senders.iter().zip(batches.iter_mut()) {
+                            let _ = tx.send(std::mem::take(batch));
+                        }
+                        continue;
+                    }
+                };
                 pacer.wait_idle(p.ts_ns);
                 let i = shard(&p, workers);
                 batches[i].push(p);

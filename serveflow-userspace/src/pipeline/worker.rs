@@ -31,6 +31,12 @@ pub struct WorkerCounters {
     pub packets: u64,
     /// Frames of TCP/UDP flows.
     pub flow_packets: u64,
+    /// Bytes of all frames.
+    pub bytes: u64,
+    /// Flows started, TCP.
+    pub tcp_flows: u64,
+    /// Flows started, UDP.
+    pub udp_flows: u64,
     /// Frames skipped, by parser reason.
     pub skipped: std::collections::BTreeMap<&'static str, u64>,
     /// Flows handed to the slow pool.
@@ -73,6 +79,9 @@ pub struct Worker {
     skipped: [u64; Skip::ALL.len()],
     packets: u64,
     flow_packets: u64,
+    bytes: u64,
+    tcp_flows: u64,
+    udp_flows: u64,
     panics: u64,
     last_t: u64,
 }
@@ -107,6 +116,9 @@ impl Worker {
             skipped: [0; Skip::ALL.len()],
             packets: 0,
             flow_packets: 0,
+            bytes: 0,
+            tcp_flows: 0,
+            udp_flows: 0,
             panics: 0,
             last_t: 0,
         }
@@ -127,6 +139,7 @@ impl Worker {
 
     fn packet_inner(&mut self, p: &CapturedPacket) {
         self.packets += 1;
+        self.bytes += p.data.len() as u64;
         let parsed = match parse::parse_link(p.link, &p.data) {
             Ok(parsed) => parsed,
             Err(skip) => {
@@ -144,6 +157,8 @@ impl Worker {
             table,
             decider,
             ended,
+            tcp_flows,
+            udp_flows,
             ..
         } = self;
         let file = p.file;
@@ -153,6 +168,11 @@ impl Worker {
             &mut |f, r| ended.push((f, r)),
             |flow, _| {
                 if flow.packets == 1 {
+                    if flow.proto == serveflow_common::proto::TCP {
+                        *tcp_flows += 1;
+                    } else {
+                        *udp_flows += 1;
+                    }
                     flow.state.t_first = t;
                     flow.state.file = file;
                     decider.wait(flow, 0);
@@ -231,6 +251,9 @@ impl Worker {
         let counters = WorkerCounters {
             packets: self.packets,
             flow_packets: self.flow_packets,
+            bytes: self.bytes,
+            tcp_flows: self.tcp_flows,
+            udp_flows: self.udp_flows,
             skipped,
             escalated: self.decider.escalated,
             fallback_full: self.decider.fallback_full,

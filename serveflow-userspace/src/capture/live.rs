@@ -1,0 +1,107 @@
+//! Live traffic as a pipeline input: the AF_XDP sockets of one interface drained in batches,
+//! frames stamped with their arrival time on the run's monotonic clock, and an `Idle` whenever
+//! nothing arrived for a while so the workers fire their timeouts. Ends on the stop flag
+//! (SIGINT/SIGTERM) or after the duration, after draining what the kernel already queued.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use crate::{
+    capture::{
+        afxdp::{AfXdpError, XskReceiver},
+        file::CapturedPacket,
+        LinkType,
+    },
+    pipeline::Input,
+};
+
+/// How long to wait for packets before reporting idle.
+const IDLE_WAIT: Duration = Duration::from_millis(5);
+
+/// The sockets as an iterator of [`Input`].
+pub struct LiveSource {
+    /// The sockets, one per RX queue.
+    pub sockets: Vec<XskReceiver>,
+    started: Instant,
+    stop: Arc<AtomicBool>,
+    duration: Option<Duration>,
+    buffered: VecDeque<CapturedPacket>,
+    done: bool,
+    /// The first receive error, which ended the input.
+    pub error: Option<AfXdpError>,
+}
+
+impl LiveSource {
+    /// Reads `sockets` until `stop` is set or `duration` has passed since `started`.
+    pub fn new(
+        sockets: Vec<XskReceiver>,
+        started: Instant,
+        stop: Arc<AtomicBool>,
+        duration: Option<Duration>,
+    ) -> Self {
+        LiveSource {
+            sockets,
+            started,
+            stop,
+            duration,
+            buffered: VecDeque::new(),
+            done: false,
+            error: None,
+        }
+    }
+
+    fn receive_all(&mut self) -> usize {
+        let ts_ns = self.started.elapsed().as_nanos() as u64;
+        let mut n = 0;
+        for socket in &mut self.sockets {
+            let buffered = &mut self.buffered;
+            match socket.receive(|frame| {
+                buffered.push_back(CapturedPacket {
+                    ts_ns,
+                    link: LinkType::Ethernet,
+                    data: frame.to_vec(),
+                    file: 0,
+                })
+            }) {
+                Ok(k) => n += k,
+                Err(e) => {
+                    self.error.get_or_insert(e);
+                }
+            }
+        }
+        n
+    }
+}
+
+impl Iterator for LiveSource {
+    type Item = Input;
+
+    fn next(&mut self) -> Option<Input> {
+        if let Some(p) = self.buffered.pop_front() {
+            return Some(Input::Packet(p));
+        }
+        if self.done {
+            return None;
+        }
+        let over = self.duration.is_some_and(|d| self.started.elapsed() >= d);
+        if self.stop.load(Ordering::Relaxed) || over || self.error.is_some() {
+            // Drain what the kernel already queued so the counts are complete.
+            while self.receive_all() > 0 && self.error.is_none() {}
+            self.done = true;
+            return self.buffered.pop_front().map(Input::Packet);
+        }
+        if self.receive_all() == 0 {
+            if let Err(e) = XskReceiver::wait_any(&self.sockets, IDLE_WAIT) {
+                self.error.get_or_insert(e);
+            }
+            return Some(Input::Idle);
+        }
+        self.buffered.pop_front().map(Input::Packet)
+    }
+}

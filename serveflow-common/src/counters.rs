@@ -27,10 +27,14 @@ pub enum XdpCounter {
     PassMalformed = 7,
     /// The flow map refused a new entry (should not happen with an LRU map): event, not outcome.
     FlowInsertFailed = 8,
+    /// TCP/UDP packets of a flow userspace has already decided (in `VERDICTS`), passed.
+    PassDecided = 9,
+    /// TCP/UDP packets beyond the packets userspace's stages need (`STEER`), passed.
+    PassEnoughPackets = 10,
 }
 
 /// Number of counter slots.
-pub const XDP_COUNTER_SLOTS: usize = 9;
+pub const XDP_COUNTER_SLOTS: usize = 11;
 
 impl XdpCounter {
     /// All slots, in index order.
@@ -44,6 +48,8 @@ impl XdpCounter {
         XdpCounter::PassTruncated,
         XdpCounter::PassMalformed,
         XdpCounter::FlowInsertFailed,
+        XdpCounter::PassDecided,
+        XdpCounter::PassEnoughPackets,
     ];
 
     /// Stable snake_case name for summaries and metrics.
@@ -58,6 +64,8 @@ impl XdpCounter {
             XdpCounter::PassTruncated => "pass_truncated",
             XdpCounter::PassMalformed => "pass_malformed",
             XdpCounter::FlowInsertFailed => "flow_insert_failed",
+            XdpCounter::PassDecided => "pass_decided",
+            XdpCounter::PassEnoughPackets => "pass_enough_packets",
         }
     }
 

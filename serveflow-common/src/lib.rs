@@ -13,10 +13,13 @@ pub use flow_key::{FlowKey, FlowStats};
 
 /// Directory under bpffs holding this program's pinned maps; the suffix is the layout version
 /// of every shared struct, so a new layout never reads maps pinned by an old one.
-pub const PIN_SCHEMA: &str = "serveflow_v1";
+pub const PIN_SCHEMA: &str = "serveflow_v2";
 
 /// Entries of the kernel flow map (LRU: the least recently seen flow is evicted when full).
 pub const FLOW_MAP_ENTRIES: usize = 1 << 18;
+
+/// Slot of the `STEER` array holding the packets per flow userspace needs (0: every packet).
+pub const STEER_PACKETS: u32 = 0;
 
 /// Highest RX queue index + 1 that can have an AF_XDP socket.
 pub const MAX_QUEUES: usize = 64;

@@ -2,12 +2,14 @@
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_NOEXIST},
-    btf_maps::{LruHashMap, PerCpuArray, XskMap},
+    btf_maps::{Array, LruHashMap, PerCpuArray, XskMap},
     helpers::bpf_ktime_get_ns,
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
-use serveflow_common::{FlowKey, FlowStats, XdpCounter, FLOW_MAP_ENTRIES, MAX_QUEUES};
+use serveflow_common::{
+    FlowKey, FlowStats, XdpCounter, FLOW_MAP_ENTRIES, MAX_QUEUES, STEER_PACKETS,
+};
 
 use crate::program::parse::{parse_l4, Parsed};
 
@@ -16,6 +18,16 @@ mod parse;
 /// Per-flow totals, both directions in one entry; the least recently seen flow is evicted.
 #[btf_map]
 static FLOWS: LruHashMap<FlowKey, FlowStats, FLOW_MAP_ENTRIES> = LruHashMap::new();
+
+/// Flows userspace has decided, with their class index: their packets are no longer steered.
+/// Userspace writes an entry per verdict; LRU, so it never fills up.
+#[btf_map]
+static VERDICTS: LruHashMap<FlowKey, u32, FLOW_MAP_ENTRIES> = LruHashMap::new();
+
+/// Steering settings written by userspace: slot [`STEER_PACKETS`] is the most packets per flow
+/// userspace needs (the deepest stage's count); 0 steers every packet.
+#[btf_map]
+static STEER: Array<u32, 1> = Array::new();
 
 /// AF_XDP sockets, indexed by the RX queue they are bound to.
 #[btf_map]
@@ -49,7 +61,17 @@ fn try_serveflow(ctx: &XdpContext) -> Result<u32, XdpCounter> {
         proto,
     } = parse_l4(ctx)?;
     let (key, _reply) = FlowKey::from_endpoints(src, sport, dst, dport, proto);
-    track_flow(&key, (ctx.data_end() - ctx.data()) as u64);
+    let packets = track_flow(&key, (ctx.data_end() - ctx.data()) as u64);
+
+    // Early-packet steering: userspace only needs a flow's first packets, until its verdict.
+    // SAFETY: the value is a plain u32 copied out at once.
+    if unsafe { VERDICTS.get(&key) }.is_some() {
+        return Err(XdpCounter::PassDecided);
+    }
+    let limit = STEER.get(STEER_PACKETS).copied().unwrap_or(0);
+    if limit != 0 && packets > u64::from(limit) {
+        return Err(XdpCounter::PassEnoughPackets);
+    }
 
     let queue = ctx.rx_queue_index();
     if XSKS.get(queue).is_none() {
@@ -65,14 +87,14 @@ fn try_serveflow(ctx: &XdpContext) -> Result<u32, XdpCounter> {
     }
 }
 
-/// Adds one packet of `len` bytes to the flow's entry, creating it on first sight.
+/// Adds one packet of `len` bytes to the flow's entry, creating it on first sight; returns the
+/// flow's packets so far (0 when the map refused the entry: the packet is steered regardless).
 #[inline(always)]
-fn track_flow(key: &FlowKey, len: u64) {
+fn track_flow(key: &FlowKey, len: u64) -> u64 {
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if let Some(stats) = FLOWS.get_ptr_mut(key) {
-        bump(stats, now, len);
-        return;
+        return bump(stats, now, len);
     }
     let fresh = FlowStats {
         first_seen_ns: now,
@@ -81,17 +103,20 @@ fn track_flow(key: &FlowKey, len: u64) {
         bytes: len,
     };
     if FLOWS.insert(key, fresh, u64::from(BPF_NOEXIST)).is_ok() {
-        return;
+        return 1;
     }
     // Another CPU created the entry between our lookup and insert.
     match FLOWS.get_ptr_mut(key) {
         Some(stats) => bump(stats, now, len),
-        None => count(XdpCounter::FlowInsertFailed),
+        None => {
+            count(XdpCounter::FlowInsertFailed);
+            0
+        }
     }
 }
 
 #[inline(always)]
-fn bump(stats: *mut FlowStats, now: u64, len: u64) {
+fn bump(stats: *mut FlowStats, now: u64, len: u64) -> u64 {
     // SAFETY: the pointer comes from a successful map lookup and stays valid for this program
     // run. Two CPUs updating one flow at once can lose an increment; flows are steered to one
     // queue by RSS, so this is rare and only affects these statistics, never the verdict path.
@@ -99,6 +124,7 @@ fn bump(stats: *mut FlowStats, now: u64, len: u64) {
         (*stats).packets += 1;
         (*stats).bytes += len;
         (*stats).last_seen_ns = now;
+        (*stats).packets
     }
 }
 

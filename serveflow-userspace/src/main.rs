@@ -76,6 +76,9 @@ enum Command {
         /// Longest an escalated flow waits for the slow stage's packets (ms).
         #[arg(long, default_value_t = PipelineConfig::default().max_wait_ms)]
         max_wait_ms: f64,
+        /// Steer every TCP/UDP packet to userspace, not only the packets undecided flows need.
+        #[arg(long)]
+        no_steer: bool,
     },
     /// Read pcap/pcapng files as one timeline and write one row per TCP/UDP flow.
     Extract {
@@ -313,6 +316,7 @@ fn main() -> ExitCode {
             slow_threads,
             fast_wait_ms,
             max_wait_ms,
+            no_steer,
         } => {
             let duration = match duration.map(Duration::try_from_secs_f64).transpose() {
                 Ok(d) => d,
@@ -341,6 +345,7 @@ fn main() -> ExitCode {
                     max_wait_ms,
                     ..PipelineConfig::default()
                 },
+                steer: !no_steer,
             })
         }
         Command::Extract {

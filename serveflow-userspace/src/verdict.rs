@@ -77,6 +77,16 @@ pub struct Verdict {
     pub truth: Option<String>,
 }
 
+/// Something told of every verdict by the thread that made it (the live path writes the
+/// kernel's verdict map so the flow stops being steered).
+pub trait VerdictHook: Send {
+    /// `v` was decided as class index `class`.
+    fn decided(&mut self, v: &Verdict, class: usize);
+}
+
+/// Makes one hook per deciding thread.
+pub type HookFactory = Arc<dyn Fn() -> Option<Box<dyn VerdictHook>> + Send + Sync>;
+
 /// Where verdict lines go (a file or stdout), shared by all threads.
 #[derive(Clone, Default)]
 pub struct VerdictOutput {

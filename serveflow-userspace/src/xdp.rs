@@ -13,12 +13,13 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, XskMap},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, XskMap},
     programs::{xdp::XdpLinkId, ProgramError, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 use serveflow_common::{
     counters::XDP_COUNTER_SLOTS, FlowKey, FlowStats, XdpCounter, FLOW_MAP_ENTRIES, PIN_SCHEMA,
+    STEER_PACKETS,
 };
 
 use crate::system::{self, Interface, SystemError};
@@ -37,6 +38,8 @@ const PROGRAM: &str = "serveflow";
 const FLOWS: &str = "FLOWS";
 const XSKS: &str = "XSKS";
 const COUNTERS: &str = "COUNTERS";
+const VERDICTS: &str = "VERDICTS";
+const STEER: &str = "STEER";
 
 /// How the program is attached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -157,7 +160,7 @@ pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
 
 impl XdpProgram {
     /// Loads the program, attaches it to `iface` in `mode`, and pins its maps under
-    /// `/sys/fs/bpf/serveflow_v1/<iface>/`.
+    /// `/sys/fs/bpf/serveflow_v2/<iface>/`.
     pub fn attach(iface: &str, mode: AttachMode) -> Result<Self, XdpError> {
         let iface = system::interface(iface)?;
         system::check_bpffs(Path::new(BPFFS))?;
@@ -210,7 +213,13 @@ impl XdpProgram {
                 .map_err(|e| pin_err(format!("removing stale pins: {e}")))?;
         }
         std::fs::create_dir_all(&self.pin_dir).map_err(|e| pin_err(e.to_string()))?;
-        for (name, file) in [(FLOWS, "flows"), (COUNTERS, "counters"), (XSKS, "xsks")] {
+        for (name, file) in [
+            (FLOWS, "flows"),
+            (COUNTERS, "counters"),
+            (XSKS, "xsks"),
+            (VERDICTS, "verdicts"),
+            (STEER, "steer"),
+        ] {
             let map = self
                 .ebpf
                 .map(name)
@@ -237,6 +246,21 @@ impl XdpProgram {
                 name: XSKS,
                 source: Box::new(e),
             })
+    }
+
+    /// Early-packet steering: from now on the program passes a flow's packets beyond the
+    /// first `packets` (0: steers every packet) and every packet of a decided flow.
+    pub fn set_steer_packets(&mut self, packets: u32) -> Result<(), XdpError> {
+        let map_err = |e| XdpError::Map {
+            name: STEER,
+            source: Box::new(e),
+        };
+        let map = self.ebpf.map_mut(STEER).ok_or(XdpError::Map {
+            name: STEER,
+            source: Box::new(aya::maps::MapError::InvalidName { name: STEER.into() }),
+        })?;
+        let mut steer: Array<&mut MapData, u32> = Array::try_from(map).map_err(map_err)?;
+        steer.set(STEER_PACKETS, packets, 0).map_err(map_err)
     }
 
     /// Counter totals over all CPUs, indexed by [`XdpCounter`].
@@ -269,6 +293,54 @@ impl XdpProgram {
 impl Drop for XdpProgram {
     fn drop(&mut self) {
         self.detach();
+    }
+}
+
+/// The kernel's verdict map, opened from its pin by each thread that decides flows: a flow
+/// written here is no longer steered to userspace.
+pub struct VerdictMap {
+    map: BpfHashMap<MapData, FlowKey, u32>,
+    /// Writes that failed (counted, never fatal: the flow only keeps being steered).
+    pub failed: u64,
+}
+
+impl VerdictMap {
+    /// Opens `<pin_dir>/verdicts`.
+    pub fn open(pin_dir: &Path) -> Result<Self, XdpError> {
+        let map_err = |e| XdpError::Map {
+            name: VERDICTS,
+            source: Box::new(e),
+        };
+        let data = MapData::from_pin(pin_dir.join("verdicts")).map_err(map_err)?;
+        let map = BpfHashMap::try_from(aya::maps::Map::LruHashMap(data)).map_err(map_err)?;
+        Ok(VerdictMap { map, failed: 0 })
+    }
+
+    /// Records the verdict `class` of the flow `key`.
+    pub fn set(&mut self, key: FlowKey, class: u32) {
+        if self.map.insert(key, class, 0).is_err() {
+            self.failed += 1;
+        }
+    }
+}
+
+impl crate::verdict::VerdictHook for VerdictMap {
+    fn decided(&mut self, v: &crate::verdict::Verdict, class: usize) {
+        let bytes = |ip: std::net::IpAddr| match ip {
+            std::net::IpAddr::V4(a) => serveflow_common::flow_key::ipv4_mapped(a.octets()),
+            std::net::IpAddr::V6(a) => a.octets(),
+        };
+        let (key, _) =
+            FlowKey::from_endpoints(bytes(v.src), v.sport, bytes(v.dst), v.dport, v.proto);
+        self.set(key, class as u32);
+    }
+}
+
+impl Drop for VerdictMap {
+    fn drop(&mut self) {
+        if self.failed > 0 {
+            log::warn!("{} verdicts could not be written to the kernel's verdict map; those flows stayed steered", self.failed);
+        }
     }
 }
 

@@ -56,6 +56,7 @@ fn run(
         source.into_iter().map(Input::Packet),
         &out,
         None,
+        None,
     );
     let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
     let verdicts = text

@@ -26,12 +26,17 @@ fn tmp(name: &str) -> std::path::PathBuf {
 }
 
 fn start(bed: &VethPair, mode: &str, summary: &std::path::Path) -> Running {
+    start_with(bed, mode, summary, &["--no-steer"])
+}
+
+fn start_with(bed: &VethPair, mode: &str, summary: &std::path::Path, extra: &[&str]) -> Running {
     let mut cmd = bed.command(&bed.ns_a, serveflow_bin::path().unwrap().to_str().unwrap());
     let verdicts = summary.with_extension("verdicts.jsonl");
     cmd.args(["run", "-i", &bed.dev_a, "-m", mode, "--summary"])
         .arg(summary)
         .arg("--out")
-        .arg(verdicts);
+        .arg(verdicts)
+        .args(extra);
     let mut running = Running::spawn(cmd).unwrap();
     running
         .wait_for("serveflow: ready", Duration::from_secs(30))
@@ -123,7 +128,7 @@ fn exact_counts(mode: &str, queues: u32) {
     assert_eq!(n(&s["socket_drops"]["rx_dropped"]), 0);
 
     // Detached and unpinned on SIGINT.
-    let pins = std::path::Path::new("/sys/fs/bpf/serveflow_v1").join(&bed.dev_a);
+    let pins = std::path::Path::new("/sys/fs/bpf/serveflow_v2").join(&bed.dev_a);
     assert!(!pins.exists(), "pins left behind at {}", pins.display());
     let link = bed
         .command(&bed.ns_a, "ip")
@@ -134,6 +139,58 @@ fn exact_counts(mode: &str, queues: u32) {
         !String::from_utf8_lossy(&link.stdout).contains("xdp"),
         "XDP still attached"
     );
+    let _ = std::fs::remove_file(pcap);
+    let _ = std::fs::remove_file(summary_path);
+}
+
+/// With early-packet steering (the default), userspace receives at most the packets its
+/// deepest stage needs (4 for the bundled service models) and none of a decided flow; the
+/// kernel passes the rest and counts why; every flow still gets one verdict.
+#[test]
+fn kernel_steers_only_the_packets_userspace_needs() {
+    if !is_root() {
+        eprintln!("SKIPPED: the netns test bed needs root (run `cargo xtask test` as root)");
+        return;
+    }
+    let bed = VethPair::new("steer", 1).unwrap();
+    let capture = smoke_capture(20, 10);
+    let pcap = tmp("steer.pcap");
+    write_pcap(&pcap, &capture.frames).unwrap();
+    let summary_path = tmp("summary-steer.json");
+    let running = start_with(&bed, "native", &summary_path, &[]);
+    bed.replay_from_b(&pcap, 2000).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, stderr) = running.stop(libc::SIGINT).unwrap();
+    assert_eq!(code, 0, "serveflow exit; stderr:\n{}", stderr.join("\n"));
+    let s = summary(&summary_path);
+    let n = |v: &serde_json::Value| v.as_u64().unwrap();
+    // Per flow: TCP 5 packets -> at most 4, UDP 3, the IPv6 pairs 2 each.
+    let needed = 20 * 4 + 10 * 3 + 2 + 2;
+    let got = n(&s["afxdp"]["packets"]);
+    assert!(
+        got <= needed && got >= capture.flows,
+        "AF_XDP packets {got}; {s:#}"
+    );
+    let k = &s["kernel_counters"];
+    assert_eq!(n(&k["redirected"]), got);
+    assert_eq!(
+        n(&k["redirected"]) + n(&k["pass_decided"]) + n(&k["pass_enough_packets"]),
+        capture.tcp_udp_packets,
+        "every TCP/UDP packet redirected or passed with its reason; {k:#}"
+    );
+    assert!(
+        n(&k["pass_enough_packets"]) + n(&k["pass_decided"]) >= 20,
+        "{k:#}"
+    );
+    assert_eq!(n(&s["afxdp"]["flows"]), capture.flows);
+    assert_eq!(s["serving"]["every_flow_one_verdict"], true);
+    let lines = std::fs::read_to_string(summary_path.with_extension("verdicts.jsonl")).unwrap();
+    assert_eq!(lines.lines().count() as u64, capture.flows);
+    for l in lines.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert!(n(&v["packets"]) <= 4, "{v}");
+    }
+    let _ = std::fs::remove_file(summary_path.with_extension("verdicts.jsonl"));
     let _ = std::fs::remove_file(pcap);
     let _ = std::fs::remove_file(summary_path);
 }
@@ -213,7 +270,7 @@ fn kill_9_leaves_nothing_attached_and_next_start_recovers() {
         "bpf_link outlived the process"
     );
     // Stale pins remain; the next start removes them and runs normally.
-    let pins = std::path::Path::new("/sys/fs/bpf/serveflow_v1").join(&bed.dev_a);
+    let pins = std::path::Path::new("/sys/fs/bpf/serveflow_v2").join(&bed.dev_a);
     assert!(pins.exists());
     let again = start(&bed, "native", &summary_path);
     let (code, stderr) = again.stop(libc::SIGINT).unwrap();

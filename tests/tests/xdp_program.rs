@@ -336,3 +336,60 @@ fn both_directions_share_one_kernel_entry() {
     );
     assert!(stats.last_seen_ns >= stats.first_seen_ns);
 }
+
+/// Early-packet steering in the kernel: with `STEER` at 2, a flow's third packet is passed as
+/// `pass_enough_packets`; a flow in `VERDICTS` is passed as `pass_decided` from its next packet.
+#[test]
+fn steering_passes_what_userspace_no_longer_needs() {
+    if !is_root() {
+        eprintln!("SKIPPED: BPF_PROG_TEST_RUN needs root");
+        return;
+    }
+    let mut ebpf = xdp::load_object().expect("load XDP object");
+    {
+        let map = ebpf.map_mut("STEER").unwrap();
+        let mut steer: aya::maps::Array<&mut aya::maps::MapData, u32> =
+            aya::maps::Array::try_from(map).unwrap();
+        steer.set(serveflow_common::STEER_PACKETS, 2, 0).unwrap();
+    }
+    let (a, b, c) = ([172, 16, 0, 1], [172, 16, 0, 2], [172, 16, 0, 3]);
+    let decided = tcp4(c, 40000, b, 443, true, b"");
+    {
+        let p = parse::parse_ethernet(&decided).unwrap();
+        let map = ebpf.map_mut("VERDICTS").unwrap();
+        let mut verdicts: aya::maps::HashMap<&mut aya::maps::MapData, FlowKey, u32> =
+            aya::maps::HashMap::try_from(map).unwrap();
+        verdicts.insert(p.flow_key().0, 3, 0).unwrap();
+    }
+    let frames = [
+        tcp4(a, 30000, b, 22, true, b""),
+        tcp4(b, 22, a, 30000, true, b""),
+        tcp4(a, 30000, b, 22, false, b"data"),
+        tcp4(b, 22, a, 30000, false, b"more"),
+        decided,
+    ];
+    let program = xdp::program(&mut ebpf).unwrap();
+    for f in &frames {
+        let r = program
+            .test_run(TestRunOptions {
+                data_in: Some(f),
+                ..TestRunOptions::new()
+            })
+            .unwrap();
+        assert_eq!(r.return_value, XDP_PASS);
+    }
+    let c = xdp::read_counters(&ebpf).unwrap();
+    assert_eq!(
+        c[XdpCounter::PassNoSocket as usize],
+        2,
+        "packets 1-2: steered (no socket here)"
+    );
+    assert_eq!(c[XdpCounter::PassEnoughPackets as usize], 2, "packets 3-4");
+    assert_eq!(c[XdpCounter::PassDecided as usize], 1, "the decided flow");
+    let outcomes: u64 = XdpCounter::ALL
+        .iter()
+        .filter(|s| s.is_outcome())
+        .map(|s| c[*s as usize])
+        .sum();
+    assert_eq!(outcomes, c[XdpCounter::Packets as usize]);
+}

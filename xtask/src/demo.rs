@@ -60,7 +60,7 @@ pub fn run() -> anyhow::Result<()> {
     bed.replay_from_b(&pcap, 5000)?;
     std::thread::sleep(Duration::from_millis(300));
 
-    let pins = format!("/sys/fs/bpf/serveflow_v1/{}", bed.dev_a);
+    let pins = format!("/sys/fs/bpf/serveflow_v2/{}", bed.dev_a);
     eprintln!("xtask: $ bpftool map dump pinned {pins}/counters   (first entries)");
     if let Ok(out) = Command::new("bpftool")
         .args(["map", "dump", "pinned", &format!("{pins}/counters")])
@@ -86,7 +86,9 @@ pub fn run() -> anyhow::Result<()> {
     }
     anyhow::ensure!(code == 0, "serveflow exited with {code}");
     eprintln!(
-        "xtask: expected {} TCP/UDP packets in {} flows; summary written to {}",
+        "xtask: sent {} TCP/UDP packets in {} flows (the kernel steers only the packets the \
+         models still need; it passes and counts the rest); one verdict per flow expected; \
+         summary written to {}",
         capture.tcp_udp_packets,
         capture.flows,
         summary.display()

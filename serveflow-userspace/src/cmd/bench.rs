@@ -152,6 +152,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
             captures.by_ref().map(Input::Packet),
             &VerdictOutput::none(),
             Some(truth.clone()),
+            None,
         );
         let s = r.stats.summary();
         let e2e = s.latency_ms.get("e2e");
@@ -236,6 +237,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
             &config,
             source,
             &VerdictOutput::none(),
+            None,
             None,
         );
         let s = r.stats.summary();

@@ -162,6 +162,7 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<()> {
         captures.by_ref().map(Input::Packet),
         &verdicts,
         truth,
+        None,
     );
     let file_reports = captures.reports();
     let early: Vec<String> = file_reports

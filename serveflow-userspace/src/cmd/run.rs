@@ -24,8 +24,8 @@ use crate::{
     pipeline::{self, cascade::Cascade, PipelineConfig, Speed},
     report::files,
     system,
-    verdict::VerdictOutput,
-    xdp::{AttachMode, FlowMapTotals, XdpProgram},
+    verdict::{HookFactory, VerdictHook, VerdictOutput},
+    xdp::{AttachMode, FlowMapTotals, VerdictMap, XdpProgram},
 };
 
 /// Options of `serveflow run`.
@@ -51,6 +51,9 @@ pub struct RunOptions {
     pub report: Option<PathBuf>,
     /// Pipeline settings (speed is ignored: live traffic comes at its own pace).
     pub pipeline: PipelineConfig,
+    /// Early-packet steering: the kernel passes a flow's packets once it is decided or has as
+    /// many as the deepest stage needs. Off: every TCP/UDP packet reaches userspace.
+    pub steer: bool,
 }
 
 /// What a run saw, in userspace and in the kernel.
@@ -128,15 +131,37 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         program.bind_socket(queue, &socket.fd())?;
         sockets.push(socket);
     }
+    // Userspace needs a flow's packets up to the deepest stage's count, and none once decided.
+    let steer_packets = if opts.steer {
+        cascade.packets(cascade.inline.len()) as u32
+    } else {
+        0
+    };
+    program.set_steer_packets(steer_packets)?;
+    let pin_dir = program.pin_dir().to_owned();
+    let steer = opts.steer;
+    let hooks: HookFactory = Arc::new(move || {
+        if !steer {
+            return None;
+        }
+        match VerdictMap::open(&pin_dir) {
+            Ok(map) => Some(Box::new(map) as Box<dyn VerdictHook>),
+            Err(e) => {
+                log::warn!("verdicts will not reach the kernel from this thread: {e}");
+                None
+            }
+        }
+    });
     let xsk_mode = sockets
         .first()
         .map(|s| s.bind_mode().to_string())
         .unwrap_or_default();
     // The test bed and operators wait for this line before sending traffic.
     eprintln!(
-        "serveflow: ready on {} (XDP {} mode, {queues} AF_XDP socket(s), {xsk_mode}); maps pinned at {}",
+        "serveflow: ready on {} (XDP {} mode, {queues} AF_XDP socket(s), {xsk_mode}, steering {}); maps pinned at {}",
         iface.name,
         program.mode(),
+        if steer_packets == 0 { "every packet".to_owned() } else { format!("the first {steer_packets} packets of undecided flows") },
         program.pin_dir().display()
     );
 
@@ -146,7 +171,14 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         speed: Speed::Max,
         ..opts.pipeline.clone()
     };
-    let result = pipeline::run(cascade, &config, source.by_ref(), &verdicts, None);
+    let result = pipeline::run(
+        cascade,
+        &config,
+        source.by_ref(),
+        &verdicts,
+        None,
+        Some(hooks),
+    );
     if let Some(e) = source.error.take() {
         log::error!("AF_XDP receive failed, stopped early: {e}");
     }

@@ -30,7 +30,7 @@ use crate::{
     parse,
     report::{IntervalLog, RunStats, ThreadStats},
     slow_pool::{self, PoolConfig, PoolCounters},
-    verdict::VerdictOutput,
+    verdict::{HookFactory, VerdictOutput},
 };
 use cascade::Cascade;
 use output::{Clock, ThreadOutput, Truth};
@@ -201,6 +201,7 @@ pub fn run<I>(
     source: I,
     verdicts: &VerdictOutput,
     truth: Option<Arc<Truth>>,
+    hooks: Option<HookFactory>,
 ) -> RunResult
 where
     I: Iterator<Item = Input> + Send,
@@ -216,6 +217,7 @@ where
         stats: ThreadStats::new(classes, interval_ns, log.clone()),
         clock,
         truth: truth.clone(),
+        hook: hooks.as_ref().and_then(|make| make()),
     };
     let ns = |ms: f64| (ms.max(0.0) * 1e6) as u64;
     let waits_ns = (ns(config.fast_wait_ms), ns(config.max_wait_ms));

@@ -7,7 +7,7 @@ use std::{path::PathBuf, sync::Arc, time::Instant};
 use crate::{
     labels::{class_of, FlowLabels, LabelKey},
     report::ThreadStats,
-    verdict::{Verdict, VerdictBuffer},
+    verdict::{Verdict, VerdictBuffer, VerdictHook},
 };
 
 /// The run's clocks. Wall time is nanoseconds since the run started. Latency time is wall time
@@ -112,6 +112,14 @@ pub struct ThreadOutput {
     pub clock: Clock,
     /// Labels, when given.
     pub truth: Option<Arc<Truth>>,
+    /// Told of every verdict (live: the kernel's verdict map).
+    pub hook: Option<Box<dyn VerdictHook>>,
+}
+
+impl std::fmt::Debug for dyn VerdictHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VerdictHook")
+    }
 }
 
 impl ThreadOutput {
@@ -126,6 +134,9 @@ impl ThreadOutput {
         let truth = self.truth.as_ref().and_then(|t| t.of(&v, timing.file));
         let scored = truth.as_ref().map(|(_, c)| *c);
         v.truth = truth.map(|(label, _)| label);
+        if let Some(hook) = &mut self.hook {
+            hook.decided(&v, class);
+        }
         self.stats.record(&v, class, scored, wall);
         self.lines.push(&v);
     }

@@ -80,6 +80,16 @@ enum Command {
         #[arg(long)]
         no_steer: bool,
     },
+    /// Live counters of running instances from their pinned maps (kernel outcomes, flow map,
+    /// decided flows, steering).
+    Status {
+        /// Interface (default: every interface with pinned maps).
+        #[arg(short, long)]
+        interface: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Read pcap/pcapng files as one timeline and write one row per TCP/UDP flow.
     Extract {
         /// Capture files.
@@ -346,6 +356,13 @@ fn main() -> ExitCode {
                     ..PipelineConfig::default()
                 },
                 steer: !no_steer,
+            })
+        }
+        Command::Status { interface, json } => {
+            serveflow::cmd::status::run(&serveflow::cmd::status::StatusOptions {
+                interface,
+                json,
+                bpffs: PathBuf::from("/sys/fs/bpf"),
             })
         }
         Command::Extract {

@@ -160,6 +160,32 @@ fn kernel_steers_only_the_packets_userspace_needs() {
     let running = start_with(&bed, "native", &summary_path, &[]);
     bed.replay_from_b(&pcap, 2000).unwrap();
     std::thread::sleep(Duration::from_millis(300));
+
+    // `serveflow status` reads the running instance's pinned maps.
+    let status = std::process::Command::new(serveflow_bin::path().unwrap())
+        .args(["status", "-i", &bed.dev_a, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let st: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(st[0]["steer_packets"], 4, "{st:#}");
+    assert_eq!(st[0]["flows"].as_u64().unwrap(), capture.flows, "{st:#}");
+    assert!(st[0]["decided_flows"].as_u64().unwrap() > 0, "{st:#}");
+    assert_eq!(
+        st[0]["counters"]["packets"].as_u64().unwrap(),
+        st[0]["counters"]["redirected"].as_u64().unwrap()
+            + st[0]["counters"]["pass_decided"].as_u64().unwrap()
+            + st[0]["counters"]["pass_enough_packets"].as_u64().unwrap()
+            + st[0]["counters"]["pass_not_ip"].as_u64().unwrap()
+            + st[0]["counters"]["pass_not_tcp_udp"].as_u64().unwrap()
+            + st[0]["counters"]["pass_fragment"].as_u64().unwrap(),
+        "{st:#}"
+    );
+
     let (code, stderr) = running.stop(libc::SIGINT).unwrap();
     assert_eq!(code, 0, "serveflow exit; stderr:\n{}", stderr.join("\n"));
     let s = summary(&summary_path);

@@ -6,3 +6,4 @@ pub mod extract;
 pub mod models;
 pub mod replay;
 pub mod run;
+pub mod status;

@@ -385,3 +385,68 @@ fn bad_setups_give_one_line_errors() {
         "{err}"
     );
 }
+
+/// The live path and capture replay are one pipeline: the same capture sent through the veth
+/// and `serveflow run`, and read by `serveflow replay`, gets the same label for >= 99% of flows
+/// (arrival jitter can move an inter-arrival statistic across a tree split).
+#[test]
+fn live_labels_equal_replay_labels() {
+    if !is_root() {
+        eprintln!("SKIPPED: the netns test bed needs root (run `cargo xtask test` as root)");
+        return;
+    }
+    let bed = VethPair::new("labels", 1).unwrap();
+    // 202 flows; sent at 1000 packets/s, the capture's own spacing (1 ms), so the
+    // inter-arrival statistics the models read are the capture's, up to tcpreplay's jitter.
+    let capture = smoke_capture(100, 100);
+    let pcap = tmp("labels.pcap");
+    write_pcap(&pcap, &capture.frames).unwrap();
+    let summary_path = tmp("summary-labels.json");
+    let running = start_with(&bed, "native", &summary_path, &[]);
+    bed.replay_from_b(&pcap, 1000).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, stderr) = running.stop(libc::SIGINT).unwrap();
+    assert_eq!(code, 0, "{}", stderr.join("\n"));
+    let labels = |text: &str| -> std::collections::BTreeMap<String, String> {
+        text.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    format!(
+                        "{}:{}-{}:{}/{}",
+                        v["src"], v["sport"], v["dst"], v["dport"], v["proto"]
+                    ),
+                    v["label"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let live =
+        labels(&std::fs::read_to_string(summary_path.with_extension("verdicts.jsonl")).unwrap());
+    let out = std::process::Command::new(serveflow_bin::path().unwrap())
+        .arg("replay")
+        .arg(&pcap)
+        .args(["--out", "-", "--no-pin"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replay = labels(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(live.len() as u64, capture.flows);
+    assert_eq!(replay.len() as u64, capture.flows);
+    let same = live
+        .iter()
+        .filter(|(k, l)| replay.get(*k) == Some(l))
+        .count();
+    assert!(
+        same * 100 >= live.len() * 99,
+        "{same} of {} flows labeled alike\nlive: {live:?}\nreplay: {replay:?}",
+        live.len()
+    );
+    let _ = std::fs::remove_file(summary_path.with_extension("verdicts.jsonl"));
+    let _ = std::fs::remove_file(pcap);
+    let _ = std::fs::remove_file(summary_path);
+}

@@ -25,6 +25,7 @@ pub mod extract;
 pub mod features;
 pub mod flow;
 pub mod labels;
+pub mod metrics;
 pub mod model;
 pub mod parse;
 pub mod periodic;

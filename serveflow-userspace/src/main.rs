@@ -79,6 +79,12 @@ enum Command {
         /// Steer every TCP/UDP packet to userspace, not only the packets undecided flows need.
         #[arg(long)]
         no_steer: bool,
+        /// Prometheus metrics endpoint (`GET /metrics`); `off` for none.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        metrics: String,
+        /// Seconds between status lines on stderr (0: none).
+        #[arg(long, default_value_t = 10)]
+        status_interval: u64,
     },
     /// Live counters of running instances from their pinned maps (kernel outcomes, flow map,
     /// decided flows, steering).
@@ -327,7 +333,21 @@ fn main() -> ExitCode {
             fast_wait_ms,
             max_wait_ms,
             no_steer,
+            metrics,
+            status_interval,
         } => {
+            let metrics = match metrics.as_str() {
+                "off" => None,
+                addr => {
+                    match addr.parse() {
+                        Ok(a) => Some(a),
+                        Err(e) => {
+                            eprintln!("serveflow: error: --metrics {addr:?}: {e} (expected IP:PORT or off)");
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
+            };
             let duration = match duration.map(Duration::try_from_secs_f64).transpose() {
                 Ok(d) => d,
                 Err(e) => {
@@ -356,6 +376,8 @@ fn main() -> ExitCode {
                     ..PipelineConfig::default()
                 },
                 steer: !no_steer,
+                metrics,
+                status_interval_s: status_interval,
             })
         }
         Command::Status { interface, json } => {

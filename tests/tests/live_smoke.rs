@@ -186,6 +186,30 @@ fn kernel_steers_only_the_packets_userspace_needs() {
         "{st:#}"
     );
 
+    // Prometheus metrics on the instance's loopback (inside its namespace).
+    let scrape = bed
+        .command(&bed.ns_a, "bash")
+        .args([
+            "-c",
+            "exec 3<>/dev/tcp/127.0.0.1/9464; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3",
+        ])
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&scrape.stdout);
+    assert!(body.contains("200 OK"), "{body}");
+    assert!(body.contains("serveflow_verdicts_total{stage="), "{body}");
+    assert!(
+        body.contains("serveflow_kernel_packets_total{slot=\"pass_enough_packets\"}"),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!(
+            "serveflow_afxdp_packets_total {}",
+            st[0]["counters"]["redirected"]
+        )),
+        "{body}"
+    );
+
     let (code, stderr) = running.stop(libc::SIGINT).unwrap();
     assert_eq!(code, 0, "serveflow exit; stderr:\n{}", stderr.join("\n"));
     let s = summary(&summary_path);

@@ -35,6 +35,8 @@ pub struct LiveSource {
     done: bool,
     /// The first receive error, which ended the input.
     pub error: Option<AfXdpError>,
+    /// Counts received frames for the live metrics.
+    pub metrics: Option<Arc<crate::metrics::LiveMetrics>>,
 }
 
 impl LiveSource {
@@ -53,6 +55,7 @@ impl LiveSource {
             buffered: VecDeque::new(),
             done: false,
             error: None,
+            metrics: None,
         }
     }
 
@@ -69,7 +72,13 @@ impl LiveSource {
                     file: 0,
                 })
             }) {
-                Ok(k) => n += k,
+                Ok(k) => {
+                    n += k;
+                    if let Some(m) = &self.metrics {
+                        m.received_packets
+                            .fetch_add(k as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
                 Err(e) => {
                     self.error.get_or_insert(e);
                 }

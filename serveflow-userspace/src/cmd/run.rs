@@ -20,6 +20,7 @@ use crate::{
         live::LiveSource,
     },
     cmd::replay,
+    metrics::{self, Hooks, LiveMetrics},
     model::{bundled, dir::ModelDir},
     pipeline::{self, cascade::Cascade, PipelineConfig, Speed},
     report::files,
@@ -54,6 +55,10 @@ pub struct RunOptions {
     /// Early-packet steering: the kernel passes a flow's packets once it is decided or has as
     /// many as the deepest stage needs. Off: every TCP/UDP packet reaches userspace.
     pub steer: bool,
+    /// Prometheus metrics address (`GET /metrics`); None: no endpoint.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Seconds between status lines on stderr (0: none).
+    pub status_interval_s: u64,
 }
 
 /// What a run saw, in userspace and in the kernel.
@@ -140,18 +145,35 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     program.set_steer_packets(steer_packets)?;
     let pin_dir = program.pin_dir().to_owned();
     let steer = opts.steer;
+    let metrics = LiveMetrics::new(
+        cascade.classes.iter().map(|c| c.to_string()).collect(),
+        pin_dir.clone(),
+    );
+    let hook_metrics = Arc::clone(&metrics);
     let hooks: HookFactory = Arc::new(move || {
-        if !steer {
-            return None;
-        }
-        match VerdictMap::open(&pin_dir) {
-            Ok(map) => Some(Box::new(map) as Box<dyn VerdictHook>),
-            Err(e) => {
-                log::warn!("verdicts will not reach the kernel from this thread: {e}");
-                None
+        let mut hooks = vec![hook_metrics.hook()];
+        if steer {
+            match VerdictMap::open(&pin_dir) {
+                Ok(map) => hooks.push(Box::new(map) as Box<dyn VerdictHook>),
+                Err(e) => log::warn!("verdicts will not reach the kernel from this thread: {e}"),
             }
         }
+        Some(Box::new(Hooks(hooks)) as Box<dyn VerdictHook>)
     });
+    let stop_side = Arc::new(AtomicBool::new(false));
+    if let Some(addr) = opts.metrics {
+        match metrics::serve(addr, Arc::clone(&metrics), Arc::clone(&stop_side)) {
+            Ok(bound) => eprintln!("serveflow: metrics on http://{bound}/metrics"),
+            Err(e) => log::warn!("no metrics endpoint: binding {addr}: {e}"),
+        }
+    }
+    if opts.status_interval_s > 0 {
+        status_lines(
+            Arc::clone(&metrics),
+            Arc::clone(&stop_side),
+            Duration::from_secs(opts.status_interval_s),
+        );
+    }
     let xsk_mode = sockets
         .first()
         .map(|s| s.bind_mode().to_string())
@@ -167,6 +189,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let mut source = LiveSource::new(sockets, started, Arc::clone(&stop), opts.duration);
+    source.metrics = Some(Arc::clone(&metrics));
     let config = PipelineConfig {
         speed: Speed::Max,
         ..opts.pipeline.clone()
@@ -182,6 +205,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     if let Some(e) = source.error.take() {
         log::error!("AF_XDP receive failed, stopped early: {e}");
     }
+    stop_side.store(true, std::sync::atomic::Ordering::Relaxed);
     let sockets = std::mem::take(&mut source.sockets);
     let counts = userspace_counts(&result);
     let kernel = program.counters()?;
@@ -228,6 +252,43 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         anyhow::bail!("writing verdicts: {e}");
     }
     Ok(())
+}
+
+/// Prints one status line per interval until `stop`.
+fn status_lines(metrics: Arc<LiveMetrics>, stop: Arc<AtomicBool>, every: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("status".into())
+        .spawn(move || {
+            let mut next = Instant::now() + every;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                if Instant::now() < next {
+                    continue;
+                }
+                next += every;
+                let [fast, slow, fallback] = metrics.verdicts_by_stage();
+                let kernel = crate::cmd::status::read(&metrics.pins)
+                    .map(|s| {
+                        let c = |n: &str| s.counters.get(n).copied().unwrap_or(0);
+                        format!(
+                            "kernel: {} packets, {} redirected, {} passed decided/enough",
+                            c("packets"),
+                            c("redirected"),
+                            c("pass_decided") + c("pass_enough_packets")
+                        )
+                    })
+                    .unwrap_or_default();
+                eprintln!(
+                    "serveflow: status: {} packets received; verdicts fast {fast} slow {slow} fallback {fallback}; {kernel}",
+                    metrics
+                        .received_packets
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                );
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("no status lines: {e}");
+    }
 }
 
 /// What the workers received, in the summary's terms.

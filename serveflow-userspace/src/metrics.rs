@@ -1,0 +1,260 @@
+//! Live metrics: verdicts per stage and class, a latency histogram, packets received, and the
+//! kernel's counters read from the pinned maps at scrape time, served in Prometheus text format
+//! on a local port, and summed into one status line per interval on stderr.
+//!
+//! Deciding threads update atomics through a [`VerdictHook`] (no lock on the data path); the
+//! per-class counts use one atomic per class, sized once from the model.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
+    time::Duration,
+};
+
+use crate::verdict::{StageKind, Verdict, VerdictHook};
+
+/// Upper bounds (seconds) of the latency histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.016, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0,
+];
+
+/// The shared counters.
+#[derive(Debug)]
+pub struct LiveMetrics {
+    classes: Vec<String>,
+    /// `[stage][class]` verdict counts.
+    verdicts: Vec<AtomicU64>,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+    /// Frames received through AF_XDP.
+    pub received_packets: AtomicU64,
+    /// Where the kernel maps are pinned (read at scrape time).
+    pub pins: PathBuf,
+}
+
+impl LiveMetrics {
+    /// Counters for a model with `classes`, kernel maps pinned at `pins`.
+    pub fn new(classes: Vec<String>, pins: PathBuf) -> Arc<Self> {
+        let k = classes.len();
+        Arc::new(LiveMetrics {
+            verdicts: (0..3 * k).map(|_| AtomicU64::new(0)).collect(),
+            classes,
+            latency_buckets: Default::default(),
+            latency_count: AtomicU64::new(0),
+            latency_sum_us: AtomicU64::new(0),
+            received_packets: AtomicU64::new(0),
+            pins,
+        })
+    }
+
+    /// A hook that counts into these metrics.
+    pub fn hook(self: &Arc<Self>) -> Box<dyn VerdictHook> {
+        Box::new(MetricsHook(Arc::clone(self)))
+    }
+
+    /// Verdicts so far per stage kind (fast, slow, fallback).
+    pub fn verdicts_by_stage(&self) -> [u64; 3] {
+        let k = self.classes.len();
+        let mut out = [0; 3];
+        for (s, o) in out.iter_mut().enumerate() {
+            *o = self.verdicts[s * k..(s + 1) * k]
+                .iter()
+                .map(|a| a.load(Relaxed))
+                .sum();
+        }
+        out
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        s.push_str("# HELP serveflow_verdicts_total Flows decided, by stage and class.\n");
+        s.push_str("# TYPE serveflow_verdicts_total counter\n");
+        let k = self.classes.len();
+        for (si, stage) in ["fast", "slow", "fallback"].iter().enumerate() {
+            for (ci, class) in self.classes.iter().enumerate() {
+                let v = self.verdicts[si * k + ci].load(Relaxed);
+                s.push_str(&format!(
+                    "serveflow_verdicts_total{{stage=\"{stage}\",class=\"{class}\"}} {v}\n"
+                ));
+            }
+        }
+        s.push_str("# HELP serveflow_verdict_latency_seconds First packet to verdict.\n");
+        s.push_str("# TYPE serveflow_verdict_latency_seconds histogram\n");
+        let mut cumulative = 0;
+        for (b, le) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += self.latency_buckets[b].load(Relaxed);
+            s.push_str(&format!(
+                "serveflow_verdict_latency_seconds_bucket{{le=\"{le}\"}} {cumulative}\n"
+            ));
+        }
+        let count = self.latency_count.load(Relaxed);
+        s.push_str(&format!(
+            "serveflow_verdict_latency_seconds_bucket{{le=\"+Inf\"}} {count}\n\
+             serveflow_verdict_latency_seconds_sum {}\n\
+             serveflow_verdict_latency_seconds_count {count}\n",
+            self.latency_sum_us.load(Relaxed) as f64 / 1e6
+        ));
+        s.push_str("# HELP serveflow_afxdp_packets_total Frames received through AF_XDP.\n");
+        s.push_str("# TYPE serveflow_afxdp_packets_total counter\n");
+        s.push_str(&format!(
+            "serveflow_afxdp_packets_total {}\n",
+            self.received_packets.load(Relaxed)
+        ));
+        if let Ok(st) = crate::cmd::status::read(&self.pins) {
+            s.push_str("# HELP serveflow_kernel_packets_total XDP program outcomes.\n");
+            s.push_str("# TYPE serveflow_kernel_packets_total counter\n");
+            for (name, v) in &st.counters {
+                s.push_str(&format!(
+                    "serveflow_kernel_packets_total{{slot=\"{name}\"}} {v}\n"
+                ));
+            }
+            s.push_str("# TYPE serveflow_kernel_flows gauge\n");
+            s.push_str(&format!("serveflow_kernel_flows {}\n", st.flows));
+            s.push_str("# TYPE serveflow_kernel_decided_flows gauge\n");
+            s.push_str(&format!(
+                "serveflow_kernel_decided_flows {}\n",
+                st.decided_flows
+            ));
+        }
+        s
+    }
+}
+
+struct MetricsHook(Arc<LiveMetrics>);
+
+impl VerdictHook for MetricsHook {
+    fn decided(&mut self, v: &Verdict, class: usize) {
+        let m = &self.0;
+        let stage = match v.stage {
+            StageKind::Fast => 0,
+            StageKind::Slow => 1,
+            StageKind::Fallback => 2,
+        };
+        if let Some(c) = m.verdicts.get(stage * m.classes.len() + class) {
+            c.fetch_add(1, Relaxed);
+        }
+        let secs = v.latency_us / 1e6;
+        if let Some(b) = LATENCY_BUCKETS.iter().position(|le| secs <= *le) {
+            m.latency_buckets[b].fetch_add(1, Relaxed);
+        }
+        m.latency_count.fetch_add(1, Relaxed);
+        m.latency_sum_us.fetch_add(v.latency_us as u64, Relaxed);
+    }
+}
+
+/// Several hooks as one.
+pub struct Hooks(pub Vec<Box<dyn VerdictHook>>);
+
+impl VerdictHook for Hooks {
+    fn decided(&mut self, v: &Verdict, class: usize) {
+        for h in &mut self.0 {
+            h.decided(v, class);
+        }
+    }
+}
+
+/// Serves `GET /metrics` on `addr` until `stop`; returns the bound address.
+pub fn serve(
+    addr: SocketAddr,
+    metrics: Arc<LiveMetrics>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            while !stop.load(Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                        let mut reader = BufReader::new(&stream);
+                        let mut request = String::new();
+                        let _ = reader.read_line(&mut request);
+                        let (status, body) = if request.starts_with("GET /metrics") {
+                            ("200 OK", metrics.render())
+                        } else {
+                            ("404 Not Found", "try /metrics\n".to_owned())
+                        };
+                        let mut w = &stream;
+                        let _ = write!(
+                            w,
+                            "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        })?;
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly on purpose")]
+    use super::*;
+    use crate::verdict::Trigger;
+    use std::io::Read as _;
+
+    #[test]
+    fn verdicts_are_counted_and_served() {
+        let m = LiveMetrics::new(vec!["a".into(), "b".into()], PathBuf::from("/nonexistent"));
+        let mut hook = m.hook();
+        let v = Verdict {
+            src: "10.0.0.1".parse().unwrap(),
+            sport: 1,
+            dst: "10.0.0.2".parse().unwrap(),
+            dport: 2,
+            proto: 6,
+            first_seen_us: 0,
+            label: "b".into(),
+            confidence: 0.9,
+            stage: StageKind::Slow,
+            model: "slow",
+            trigger: Trigger::Packets,
+            packets: 4,
+            latency_us: 3_000.0,
+            serving_us: 10.0,
+            server_name: None,
+            truth: None,
+        };
+        hook.decided(&v, 1);
+        hook.decided(&v, 1);
+        assert_eq!(m.verdicts_by_stage(), [0, 2, 0]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let addr = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::clone(&m),
+            Arc::clone(&stop),
+        )
+        .unwrap();
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let mut body = String::new();
+        conn.read_to_string(&mut body).unwrap();
+        stop.store(true, Relaxed);
+        assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+        assert!(
+            body.contains("serveflow_verdicts_total{stage=\"slow\",class=\"b\"} 2"),
+            "{body}"
+        );
+        assert!(
+            body.contains("serveflow_verdict_latency_seconds_bucket{le=\"0.005\"} 2"),
+            "{body}"
+        );
+        assert!(
+            body.contains("serveflow_verdict_latency_seconds_count 2"),
+            "{body}"
+        );
+    }
+}

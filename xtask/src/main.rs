@@ -2,6 +2,7 @@
 //! lacks; `demo` (the README's main job) and `test` (the README's test command) run it first.
 
 mod demo;
+mod live_bench;
 mod models;
 mod setup;
 mod test;
@@ -29,6 +30,9 @@ enum Cmd {
     Test,
     /// Retrain the bundled models (both tasks) from ../shared/data into models/.
     Models,
+    /// Zero-loss new flows/s through the live path on the veth test bed (a rate sweep), with
+    /// the sender's own ceiling measured alone.
+    LiveBench,
 }
 
 fn main() -> ExitCode {
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
         Cmd::Demo => setup::run().and_then(|()| demo::run()),
         Cmd::Test => setup::run().and_then(|()| test::run()),
         Cmd::Models => setup::run().and_then(|()| models::run()),
+        Cmd::LiveBench => setup::run().and_then(|()| live_bench::run()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

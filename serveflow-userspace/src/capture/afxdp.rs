@@ -16,10 +16,13 @@ use xdpilone::{
 
 use crate::system::Interface;
 
-/// Frames per socket; also the size of the fill and RX rings (powers of two).
-const FRAMES: u32 = 4096;
-/// Bytes per frame: one page, enough for any standard-MTU frame plus headroom.
-const FRAME_SIZE: u32 = 4096;
+/// Frames per socket; also the size of the fill and RX rings (powers of two). 16,384 absorbs
+/// the bursts that build up while the worker is preempted on a busy machine: with 4,096 the
+/// live benchmark lost 1.5% of flows to an empty fill ring at 50k new flows/s (measured).
+const FRAMES: u32 = 16384;
+/// Bytes per frame: half a page (the smallest aligned-mode size), enough for a standard-MTU
+/// frame; 32 MiB of UMEM per socket.
+const FRAME_SIZE: u32 = 2048;
 /// Descriptors taken from the RX ring per call.
 const BATCH: u32 = 64;
 

@@ -1,0 +1,161 @@
+//! `cargo xtask live-bench`: new flows per second through the live path on the veth test bed.
+//!
+//! The sender (tcpreplay in the peer namespace, on this same machine) replays a capture of
+//! 2-packet UDP flows in loops with `--unique-ip`, so every loop is new flows. First the
+//! sender's own ceiling is measured with nothing attached; then, for each offered rate,
+//! `serveflow run` (release, bundled models, one worker, one slow thread) classifies what
+//! arrives and the run counts as zero-loss when every flow sent got its verdict and no socket
+//! dropped a frame.
+
+use std::{path::Path, process::Command, time::Duration};
+
+use anyhow::Context as _;
+use serveflow_testbed::{
+    frames::{udp4, write_pcap},
+    serveflow_bin::Running,
+    VethPair,
+};
+
+use crate::{cargo, root};
+
+/// Flows in the capture (each loop rewrites their addresses).
+const FLOWS: u32 = 5_000;
+
+/// Packets and seconds tcpreplay reports ("Actual: N packets (...) sent in S seconds").
+fn actual(stdout: &str) -> Option<(u64, f64)> {
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("Actual:"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let packets = words.get(1)?.parse().ok()?;
+    let secs_at = words.iter().position(|w| *w == "seconds")?;
+    let secs = words.get(secs_at - 1)?.parse().ok()?;
+    Some((packets, secs))
+}
+
+fn tcpreplay(
+    bed: &VethPair,
+    pcap: &Path,
+    rate: Option<u64>,
+    loops: u64,
+) -> anyhow::Result<(u64, f64)> {
+    let mut cmd = bed.command(&bed.ns_b, "tcpreplay");
+    cmd.arg(format!("--intf1={}", bed.dev_b))
+        .arg(format!("--loop={loops}"))
+        .arg("--unique-ip");
+    match rate {
+        Some(pps) => cmd.arg(format!("--pps={pps}")),
+        None => cmd.arg("--topspeed"),
+    };
+    let out = cmd.arg(pcap).output().context("running tcpreplay")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.success(),
+        "tcpreplay: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    actual(&stdout).with_context(|| format!("no 'Actual:' line in tcpreplay's output:\n{stdout}"))
+}
+
+pub fn run() -> anyhow::Result<()> {
+    crate::exec(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "serveflow-userspace",
+        "--bin",
+        "serveflow",
+    ]))?;
+    let bin = root().join("target/release/serveflow");
+    let out_dir = root().join("target/live-bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let pcap = out_dir.join("udp-flows.pcap");
+    let mut frames = Vec::new();
+    for i in 0..FLOWS {
+        let client = [10, 1, (i >> 8) as u8, i as u8];
+        let server = [192, 0, 2, 53];
+        let sport = 20_000 + (i % 40_000) as u16;
+        frames.push(udp4(client, sport, server, 53, b"query-payload"));
+        frames.push(udp4(server, 53, client, sport, b"answer-payload"));
+    }
+    write_pcap(&pcap, &frames)?;
+    let packets_per_loop = frames.len() as u64;
+
+    // The sender alone: nothing attached on the receiving end.
+    let bed = VethPair::new("lbench", 1).context("making the veth test bed (needs root)")?;
+    let (sent, secs) = tcpreplay(&bed, &pcap, None, 20)?;
+    let ceiling = sent as f64 / secs.max(1e-9);
+    eprintln!("xtask: sender ceiling (tcpreplay --topspeed, nothing attached): {ceiling:.0} packets/s = {:.0} new flows/s", ceiling / 2.0);
+
+    let mut rows = Vec::new();
+    for flows_per_s in [25_000u64, 50_000, 75_000, 100_000, 150_000] {
+        let pps = flows_per_s * 2;
+        if pps as f64 > ceiling * 1.05 {
+            eprintln!(
+                "xtask: {flows_per_s} flows/s is beyond the sender's ceiling; stopping the sweep"
+            );
+            break;
+        }
+        let loops = (pps * 3).div_ceil(packets_per_loop).max(1);
+        let summary = out_dir.join(format!("summary-{flows_per_s}.json"));
+        let mut cmd = bed.command(&bed.ns_a, &bin.to_string_lossy());
+        cmd.args([
+            "run",
+            "-i",
+            &bed.dev_a,
+            "--metrics",
+            "off",
+            "--status-interval",
+            "0",
+            "--summary",
+        ])
+        .arg(&summary);
+        let mut serveflow = Running::spawn(cmd)?;
+        serveflow.wait_for("serveflow: ready", Duration::from_secs(30))?;
+        let (sent, secs) = tcpreplay(&bed, &pcap, Some(pps), loops)?;
+        std::thread::sleep(Duration::from_millis(500));
+        let (code, stderr) = serveflow.stop(2)?;
+        anyhow::ensure!(
+            code == 0,
+            "serveflow exited with {code}: {}",
+            stderr.join("\n")
+        );
+        let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary)?)?;
+        let flows_sent = sent / 2;
+        let flows_in = s["serving"]["flows_in"].as_u64().unwrap_or(0);
+        let drops = s["socket_drops"]["rx_dropped"].as_u64().unwrap_or(0)
+            + s["socket_drops"]["rx_ring_full"].as_u64().unwrap_or(0)
+            + s["socket_drops"]["rx_fill_ring_empty"]
+                .as_u64()
+                .unwrap_or(0);
+        let fallback = s["serving"]["result"]["verdicts"]["fallback"]
+            .as_u64()
+            .unwrap_or(0);
+        let achieved = flows_sent as f64 / secs.max(1e-9);
+        let zero_loss =
+            flows_in == flows_sent && drops == 0 && s["serving"]["every_flow_one_verdict"] == true;
+        eprintln!(
+            "xtask: offered {flows_per_s} flows/s: sent {flows_sent} flows in {secs:.2} s ({achieved:.0}/s), classified {flows_in}, socket drops {drops}, fallbacks {fallback}: {}",
+            if zero_loss { "zero loss" } else { "LOSS" }
+        );
+        rows.push(serde_json::json!({
+            "offered_flows_per_s": flows_per_s,
+            "achieved_flows_per_s": achieved,
+            "flows_sent": flows_sent,
+            "flows_classified": flows_in,
+            "socket_drops": drops,
+            "fallbacks": fallback,
+            "zero_loss": zero_loss,
+        }));
+    }
+    let result = serde_json::json!({
+        "command": "cargo xtask live-bench",
+        "sender_ceiling_packets_per_s": ceiling,
+        "sender_ceiling_flows_per_s": ceiling / 2.0,
+        "rows": rows,
+    });
+    let path = out_dir.join("live-bench.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&result)? + "\n")?;
+    eprintln!("xtask: results in {}", path.display());
+    Ok(())
+}

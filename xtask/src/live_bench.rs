@@ -7,7 +7,7 @@
 //! arrives and the run counts as zero-loss when every flow sent got its verdict and no socket
 //! dropped a frame.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, time::Duration};
 
 use anyhow::Context as _;
 use serveflow_testbed::{

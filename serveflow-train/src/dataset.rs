@@ -17,24 +17,8 @@ use serveflow::{
     services::ServiceMap,
 };
 
-/// Which labels to learn.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Task {
-    /// Application/service (nDPI's app name).
-    Service,
-    /// IoT device type.
-    Device,
-}
-
-impl Task {
-    /// The task's name in manifests and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Task::Service => "service",
-            Task::Device => "device",
-        }
-    }
-}
+/// Which labels to learn: the library's task, so training and scoring join labels alike.
+pub use serveflow::labels::Task;
 
 /// One labeled flow.
 #[derive(Clone, Debug)]
@@ -64,16 +48,6 @@ pub struct DatasetReport {
     pub malformed_label_rows: u64,
 }
 
-impl Task {
-    /// The library's task (label join rules).
-    pub fn labels_task(self) -> serveflow::labels::Task {
-        match self {
-            Task::Service => serveflow::labels::Task::Service,
-            Task::Device => serveflow::labels::Task::Device,
-        }
-    }
-}
-
 /// Extracts every capture that has labels and returns its labeled flows.
 pub fn build(
     data: &Path,
@@ -81,7 +55,7 @@ pub fn build(
     fast: FeatureSpec,
     slow: FeatureSpec,
 ) -> anyhow::Result<(Vec<Example>, DatasetReport)> {
-    let labels = FlowLabels::load(&data.join("labels/nfstream_flows.csv"), task.labels_task())?;
+    let labels = FlowLabels::load(&data.join("labels/nfstream_flows.csv"), task)?;
     let files: Vec<String> = labels.files().into_iter().map(str::to_owned).collect();
     let mut report = DatasetReport {
         malformed_label_rows: labels.malformed_rows,

@@ -14,7 +14,7 @@ use std::{
 };
 
 /// Which labels to learn or score.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Task {
     /// Application/service (nDPI's app name).
     Service,

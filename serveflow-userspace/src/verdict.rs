@@ -114,6 +114,19 @@ impl VerdictOutput {
         VerdictOutput { out: None }
     }
 
+    /// The `--out` of the commands: none (count only), `-` (stdout) or a file (created).
+    pub fn to_path(path: Option<&std::path::Path>) -> std::io::Result<Self> {
+        Ok(match path {
+            None => VerdictOutput::none(),
+            Some(p) if p == std::path::Path::new("-") => {
+                VerdictOutput::new(Box::new(std::io::stdout()))
+            }
+            Some(p) => {
+                VerdictOutput::new(Box::new(std::io::BufWriter::new(std::fs::File::create(p)?)))
+            }
+        })
+    }
+
     /// A per-thread buffer in front of this output.
     pub fn buffer(&self) -> VerdictBuffer {
         VerdictBuffer {

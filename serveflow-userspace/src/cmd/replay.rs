@@ -142,13 +142,12 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<()> {
         }
         Arc::new(t)
     });
-    let verdicts = match opts.out.as_deref() {
-        None => VerdictOutput::none(),
-        Some(p) if p == Path::new("-") => VerdictOutput::new(Box::new(std::io::stdout())),
-        Some(p) => VerdictOutput::new(Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
-        ))),
-    };
+    let verdicts = VerdictOutput::to_path(opts.out.as_deref()).with_context(|| {
+        format!(
+            "creating {}",
+            opts.out.as_deref().unwrap_or(Path::new("-")).display()
+        )
+    })?;
     let mut cascade = Cascade::from_models(models);
     if let Some(t) = opts.threshold {
         cascade.set_threshold(t);

@@ -5,7 +5,7 @@
 
 use std::{
     collections::BTreeMap,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{atomic::AtomicBool, Arc},
     time::{Duration, Instant},
 };
@@ -115,15 +115,12 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     // Models and outputs first: a bad models directory fails before anything is attached.
     let dir = bundled::resolve(opts.models.as_deref(), &opts.task)?;
     let cascade = Arc::new(Cascade::from_models(ModelDir::load(&dir)?));
-    let verdicts = match opts.out.as_deref() {
-        None => VerdictOutput::none(),
-        Some(p) if p == std::path::Path::new("-") => {
-            VerdictOutput::new(Box::new(std::io::stdout()))
-        }
-        Some(p) => VerdictOutput::new(Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
-        ))),
-    };
+    let verdicts = VerdictOutput::to_path(opts.out.as_deref()).with_context(|| {
+        format!(
+            "creating {}",
+            opts.out.as_deref().unwrap_or(Path::new("-")).display()
+        )
+    })?;
 
     let mut program = XdpProgram::attach(&opts.interface, opts.mode)?;
     let iface = program.interface().clone();

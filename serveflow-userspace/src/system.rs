@@ -234,6 +234,43 @@ fn rx_queue_count(name: &str) -> Option<u32> {
     (rc == 0).then(|| channels.rx_count.max(channels.combined_count))
 }
 
+/// CPUs on the NUMA node of `iface`'s device, when the kernel reports one (PCI NICs on
+/// multi-socket machines); None for virtual interfaces and single-node machines.
+pub fn numa_cpus(iface: &str) -> Option<Vec<usize>> {
+    let node: i64 = std::fs::read_to_string(format!("/sys/class/net/{iface}/device/numa_node"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    if node < 0 {
+        return None;
+    }
+    let list =
+        std::fs::read_to_string(format!("/sys/devices/system/node/node{node}/cpulist")).ok()?;
+    let cpus = parse_cpulist(list.trim());
+    (!cpus.is_empty()).then_some(cpus)
+}
+
+/// Parses a kernel CPU list (`0-3,8,10-11`).
+pub fn parse_cpulist(text: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) {
+                    out.extend(a..=b);
+                }
+            }
+            None => {
+                if let Ok(c) = part.parse() {
+                    out.push(c);
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +280,14 @@ mod tests {
         assert!(interface("lo").is_ok_and(|i| i.index > 0 && i.rx_queues >= 1));
         let err = interface("no-such-if0").err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("ip link")));
+    }
+
+    #[test]
+    fn cpulists_and_virtual_interfaces() {
+        assert_eq!(parse_cpulist("0-3,8,10-11"), vec![0, 1, 2, 3, 8, 10, 11]);
+        assert_eq!(parse_cpulist("5"), vec![5]);
+        assert!(parse_cpulist("x-y").is_empty());
+        assert_eq!(numa_cpus("lo"), None, "loopback has no device node");
     }
 
     #[test]

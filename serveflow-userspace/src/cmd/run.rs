@@ -187,8 +187,17 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut source = LiveSource::new(sockets, started, Arc::clone(&stop), opts.duration);
     source.metrics = Some(Arc::clone(&metrics));
+    // Workers and the slow pool on the NIC's NUMA node when the kernel says which.
+    let cpus = system::numa_cpus(&iface.name);
+    if let Some(c) = &cpus {
+        eprintln!(
+            "serveflow: {} is on a NUMA node with CPUs {c:?}; threads placed there",
+            iface.name
+        );
+    }
     let config = PipelineConfig {
         speed: Speed::Max,
+        cpus: cpus.or_else(|| opts.pipeline.cpus.clone()),
         ..opts.pipeline.clone()
     };
     let result = pipeline::run(

@@ -123,6 +123,9 @@ pub struct PipelineConfig {
     pub pin: bool,
     /// Interval of the `.hlog` (ms).
     pub interval_ms: u64,
+    /// CPUs to place threads on (workers first, then the slow pool), e.g. the NIC's NUMA
+    /// node; None: all of the machine's.
+    pub cpus: Option<Vec<usize>>,
 }
 
 impl Default for PipelineConfig {
@@ -136,6 +139,7 @@ impl Default for PipelineConfig {
             speed: Speed::Virtual,
             pin: true,
             interval_ms: 1000,
+            cpus: None,
         }
     }
 }
@@ -166,9 +170,16 @@ impl RunResult {
     }
 }
 
-/// Cores for `n` threads starting at the `first` core, wrapping around the machine's cores.
-fn cores(first: usize, n: usize) -> Vec<Option<core_affinity::CoreId>> {
-    let ids = core_affinity::get_core_ids().unwrap_or_default();
+/// Cores for `n` threads starting at the `first` core, wrapping around `cpus` (default: the
+/// machine's cores).
+fn cores(cpus: Option<&[usize]>, first: usize, n: usize) -> Vec<Option<core_affinity::CoreId>> {
+    let ids = match cpus {
+        Some(list) if !list.is_empty() => list
+            .iter()
+            .map(|&id| core_affinity::CoreId { id })
+            .collect(),
+        _ => core_affinity::get_core_ids().unwrap_or_default(),
+    };
     (0..n)
         .map(|i| (!ids.is_empty()).then(|| ids[(first + i) % ids.len()]))
         .collect()
@@ -226,8 +237,8 @@ where
         ..config.flow
     };
     let (handle, rx) = slow_pool::channel(&config.pool);
-    let worker_cores = cores(0, workers);
-    let pool_cores = cores(workers, config.pool.threads.max(1));
+    let worker_cores = cores(config.cpus.as_deref(), 0, workers);
+    let pool_cores = cores(config.cpus.as_deref(), workers, config.pool.threads.max(1));
     let mut thread_panics = 0u64;
     let mut outputs: Vec<ThreadOutput> = Vec::new();
     let mut worker_counters = Vec::new();

@@ -18,7 +18,7 @@ use std::{
 use serveflow::{
     capture::{amplify::Amplified, file::CapturedPacket, synthetic::tcp_flows, LinkType},
     model::dir::ModelDir,
-    pipeline::{self, cascade::Cascade, Input, Mode, PipelineConfig, RunResult, Speed},
+    pipeline::{self, cascade::Cascade, Feed, Input, Mode, PipelineConfig, RunResult, Speed},
     slow_pool::PoolConfig,
     verdict::VerdictOutput,
 };
@@ -53,7 +53,7 @@ fn run(
     let r = pipeline::run(
         cascade(mode),
         config,
-        source.into_iter().map(Input::Packet),
+        Feed::Shared(source.into_iter().map(Input::Packet)),
         &out,
         None,
         None,
@@ -224,4 +224,41 @@ fn realtime_replay_waits_for_packets_and_counts_the_wait() {
             "latency must include the 3 ms wait for packets: {v}"
         );
     }
+}
+
+#[test]
+fn per_worker_sources_forward_flows_to_their_owner() {
+    // Two sources that split packets by position, so a flow's packets arrive at both (as
+    // with a NIC whose RSS is not symmetric): each flow must still meet in one worker.
+    let packets = traffic();
+    let (a, b): (Vec<_>, Vec<_>) = packets
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| i % 2 == 0);
+    let source = |v: Vec<(usize, CapturedPacket)>| v.into_iter().map(|(_, p)| Input::Packet(p));
+    let lines = Lines::default();
+    let out = VerdictOutput::new(Box::new(lines.clone()));
+    let config = PipelineConfig {
+        speed: Speed::Max,
+        pin: false,
+        ..PipelineConfig::default()
+    };
+    let r = pipeline::run(
+        cascade(Mode::Cascade),
+        &config,
+        Feed::PerWorker(vec![source(a), source(b)]),
+        &out,
+        None,
+        None,
+    );
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let verdicts: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    check_accounting(&r, &verdicts, 2560);
+    assert_eq!(r.workers.len(), 2);
+    // Every flow saw all 6 of its packets in one table.
+    let packets: u64 = r.workers.iter().map(|w| w.flow_packets).sum();
+    assert_eq!(packets, 2560 * 6);
 }

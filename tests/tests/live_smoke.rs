@@ -50,7 +50,14 @@ fn exact_counts(mode: &str, queues: u32) {
     let pcap = tmp(&format!("smoke-{mode}.pcap"));
     write_pcap(&pcap, &capture.frames).unwrap();
     let summary_path = tmp(&format!("summary-{mode}.json"));
-    let running = start(&bed, mode, &summary_path);
+    // Several queues: one worker per AF_XDP socket, forwarding flows between them.
+    let workers = queues.to_string();
+    let running = start_with(
+        &bed,
+        mode,
+        &summary_path,
+        &["--no-steer", "--workers", &workers],
+    );
 
     bed.replay_from_b(&pcap, 2000).unwrap();
     std::thread::sleep(Duration::from_millis(300));

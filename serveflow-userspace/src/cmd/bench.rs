@@ -25,7 +25,7 @@ use crate::{
     labels::{FlowLabels, Split, Task},
     model::{bundled, dir::ModelDir},
     parse,
-    pipeline::{self, cascade::Cascade, output::Truth, Input, Mode, PipelineConfig, Speed},
+    pipeline::{self, cascade::Cascade, output::Truth, Feed, Input, Mode, PipelineConfig, Speed},
     slow_pool::PoolConfig,
     verdict::VerdictOutput,
 };
@@ -149,7 +149,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         let r = pipeline::run(
             cascade(&models, mode)?,
             &config,
-            captures.by_ref().map(Input::Packet),
+            Feed::Shared(captures.by_ref().map(Input::Packet)),
             &VerdictOutput::none(),
             Some(truth.clone()),
             None,
@@ -235,7 +235,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         let r = pipeline::run(
             cascade(&models, Mode::Cascade)?,
             &config,
-            source,
+            Feed::Shared(source),
             &VerdictOutput::none(),
             None,
             None,

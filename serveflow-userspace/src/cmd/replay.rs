@@ -14,7 +14,7 @@ use crate::{
     capture::{file::CaptureFile, merge::MergedCaptures},
     labels::{FlowLabels, Split, Task},
     model::{bundled, dir::ModelDir},
-    pipeline::{self, cascade::Cascade, output::Truth, Input, PipelineConfig, RunResult},
+    pipeline::{self, cascade::Cascade, output::Truth, Feed, Input, PipelineConfig, RunResult},
     report::files,
     verdict::VerdictOutput,
 };
@@ -158,7 +158,7 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<()> {
     let result = pipeline::run(
         cascade,
         &opts.pipeline,
-        captures.by_ref().map(Input::Packet),
+        Feed::Shared(captures.by_ref().map(Input::Packet)),
         &verdicts,
         truth,
         None,

@@ -22,7 +22,7 @@ use crate::{
     cmd::replay,
     metrics::{self, Hooks, LiveMetrics},
     model::{bundled, dir::ModelDir},
-    pipeline::{self, cascade::Cascade, PipelineConfig, Speed},
+    pipeline::{self, cascade::Cascade, Feed, PipelineConfig, Speed},
     report::files,
     system,
     verdict::{HookFactory, VerdictHook, VerdictOutput},
@@ -185,8 +185,25 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     );
 
     let started = Instant::now();
-    let mut source = LiveSource::new(sockets, started, Arc::clone(&stop), opts.duration);
-    source.metrics = Some(Arc::clone(&metrics));
+    // One worker per socket when asked for as many workers as queues: each drains its own
+    // queue and forwards other workers' flows; otherwise one source drains every socket.
+    let per_queue = opts.pipeline.workers > 1 && opts.pipeline.workers == sockets.len();
+    let mut sources: Vec<LiveSource> = if per_queue {
+        sockets
+            .into_iter()
+            .map(|s| LiveSource::new(vec![s], started, Arc::clone(&stop), opts.duration))
+            .collect()
+    } else {
+        vec![LiveSource::new(
+            sockets,
+            started,
+            Arc::clone(&stop),
+            opts.duration,
+        )]
+    };
+    for source in &mut sources {
+        source.metrics = Some(Arc::clone(&metrics));
+    }
     // Workers and the slow pool on the NIC's NUMA node when the kernel says which.
     let cpus = system::numa_cpus(&iface.name);
     if let Some(c) = &cpus {
@@ -200,19 +217,19 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         cpus: cpus.or_else(|| opts.pipeline.cpus.clone()),
         ..opts.pipeline.clone()
     };
-    let result = pipeline::run(
-        cascade,
-        &config,
-        source.by_ref(),
-        &verdicts,
-        None,
-        Some(hooks),
-    );
-    if let Some(e) = source.error.take() {
-        log::error!("AF_XDP receive failed, stopped early: {e}");
-    }
+    let feed = match sources.as_mut_slice() {
+        [one] => Feed::Shared(one),
+        many => Feed::PerWorker(many.iter_mut().collect()),
+    };
+    let result = pipeline::run(cascade, &config, feed, &verdicts, None, Some(hooks));
     stop_side.store(true, std::sync::atomic::Ordering::Relaxed);
-    let sockets = std::mem::take(&mut source.sockets);
+    let mut sockets = Vec::new();
+    for source in &mut sources {
+        if let Some(e) = source.error.take() {
+            log::error!("AF_XDP receive failed, stopped early: {e}");
+        }
+        sockets.append(&mut source.sockets);
+    }
     let counts = userspace_counts(&result);
     let kernel = program.counters()?;
     let mut socket_drops = SocketStatistics::default();

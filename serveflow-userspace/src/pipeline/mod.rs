@@ -45,6 +45,17 @@ pub enum Input {
     Idle,
 }
 
+/// Where the workers' packets come from.
+pub enum Feed<I> {
+    /// One source for all workers: read on the worker's thread (one worker) or by a
+    /// dispatcher that hands each worker its shard (several).
+    Shared(I),
+    /// One source per worker (a live AF_XDP socket per RX queue): each worker reads its own and
+    /// forwards packets of flows another worker owns, so both directions of a flow meet
+    /// whatever queue they arrive on (the fallback where the NIC's RSS is not symmetric).
+    PerWorker(Vec<I>),
+}
+
 /// How fast a capture is fed.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -209,7 +220,7 @@ fn shard(packet: &CapturedPacket, workers: usize) -> usize {
 pub fn run<I>(
     cascade: Arc<Cascade>,
     config: &PipelineConfig,
-    source: I,
+    feed: Feed<I>,
     verdicts: &VerdictOutput,
     truth: Option<Arc<Truth>>,
     hooks: Option<HookFactory>,
@@ -219,7 +230,10 @@ where
 {
     let started = SystemTime::now();
     let clock = Clock::new(config.speed == Speed::Virtual);
-    let workers = config.workers.max(1);
+    let workers = match &feed {
+        Feed::Shared(_) => config.workers.max(1),
+        Feed::PerWorker(sources) => sources.len().max(1),
+    };
     let log = IntervalLog::default();
     let classes = cascade.classes.len();
     let interval_ns = config.interval_ms.max(1) * 1_000_000;
@@ -239,11 +253,7 @@ where
     let (handle, rx) = slow_pool::channel(&config.pool);
     let worker_cores = cores(config.cpus.as_deref(), 0, workers);
     let pool_cores = cores(config.cpus.as_deref(), workers, config.pool.threads.max(1));
-    let mut thread_panics = 0u64;
-    let mut outputs: Vec<ThreadOutput> = Vec::new();
-    let mut worker_counters = Vec::new();
-    let mut pool_counters = Vec::new();
-    std::thread::scope(|scope| {
+    let joined = std::thread::scope(|scope| {
         let mut pool_threads = Vec::new();
         for core in pool_cores {
             let (rx, cascade, pool_cfg, mut out) =
@@ -261,6 +271,18 @@ where
         let speed = config.speed;
         let pin_enabled = config.pin;
         let mut worker_threads = Vec::new();
+        let source = match feed {
+            Feed::Shared(source) => source,
+            Feed::PerWorker(sources) => {
+                per_worker(scope, sources, &worker_cores, pin_enabled, |_| {
+                    make_worker(output())
+                })
+                .into_iter()
+                .for_each(|t| worker_threads.push(t));
+                drop(handle);
+                return join_all(worker_threads, pool_threads);
+            }
+        };
         if workers == 1 {
             let mut w = make_worker(output());
             let core = worker_cores.first().copied().flatten();
@@ -328,25 +350,9 @@ where
             drop(senders);
         }
         drop(handle);
-        for t in worker_threads {
-            match t.join() {
-                Ok((out, c)) => {
-                    outputs.push(out);
-                    worker_counters.push(c);
-                }
-                Err(_) => thread_panics += 1,
-            }
-        }
-        for t in pool_threads {
-            match t.join() {
-                Ok((out, c)) => {
-                    outputs.push(out);
-                    pool_counters.push(c);
-                }
-                Err(_) => thread_panics += 1,
-            }
-        }
+        join_all(worker_threads, pool_threads)
     });
+    let (outputs, worker_counters, pool_counters, thread_panics) = joined;
     let wall_s = clock.wall() as f64 / 1e9;
     let output_error = outputs
         .iter()
@@ -369,6 +375,115 @@ where
 }
 
 const BATCH: usize = 64;
+
+type WorkerThread<'s> = std::thread::ScopedJoinHandle<'s, (ThreadOutput, WorkerCounters)>;
+type PoolThread<'s> = std::thread::ScopedJoinHandle<'s, (ThreadOutput, PoolCounters)>;
+type Joined = (
+    Vec<ThreadOutput>,
+    Vec<WorkerCounters>,
+    Vec<PoolCounters>,
+    u64,
+);
+
+/// Waits for the workers, then the pool (which drains once every worker dropped its handle).
+fn join_all(workers: Vec<WorkerThread<'_>>, pool: Vec<PoolThread<'_>>) -> Joined {
+    let (mut outputs, mut wc, mut pc, mut panics) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for t in workers {
+        match t.join() {
+            Ok((out, c)) => {
+                outputs.push(out);
+                wc.push(c);
+            }
+            Err(_) => panics += 1,
+        }
+    }
+    for t in pool {
+        match t.join() {
+            Ok((out, c)) => {
+                outputs.push(out);
+                pc.push(c);
+            }
+            Err(_) => panics += 1,
+        }
+    }
+    (outputs, wc, pc, panics)
+}
+
+/// Starts one worker per source. Each handles its own flows and forwards the others' packets
+/// to their owner in batches over unbounded channels (bounded ones could deadlock two workers
+/// forwarding to each other); it drains its inbox every batch, and once its source ends it
+/// drops its senders and drains until every other worker has done the same.
+fn per_worker<'s, 'e: 's, I>(
+    scope: &'s std::thread::Scope<'s, 'e>,
+    sources: Vec<I>,
+    cores: &[Option<core_affinity::CoreId>],
+    pin_enabled: bool,
+    mut make: impl FnMut(usize) -> Worker,
+) -> Vec<WorkerThread<'s>>
+where
+    I: Iterator<Item = Input> + Send + 'e,
+{
+    let n = sources.len().max(1);
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..n)
+        .map(|_| crossbeam_channel::unbounded::<Vec<CapturedPacket>>())
+        .unzip();
+    let mut threads = Vec::new();
+    for (i, (source, inbox)) in sources.into_iter().zip(rxs).enumerate() {
+        let peers = txs.clone();
+        let mut w = make(i);
+        let core = cores.get(i).copied().flatten();
+        threads.push(scope.spawn(move || {
+            pin(core, pin_enabled);
+            let mut outbox: Vec<Vec<CapturedPacket>> = (0..n).map(|_| Vec::new()).collect();
+            let flush = |outbox: &mut Vec<Vec<CapturedPacket>>| {
+                for (j, b) in outbox.iter_mut().enumerate() {
+                    if !b.is_empty() {
+                        let _ = peers[j].send(std::mem::take(b));
+                    }
+                }
+            };
+            let mut since_drain = 0;
+            for input in source {
+                match input {
+                    Input::Packet(p) => {
+                        let j = shard(&p, n);
+                        if j == i {
+                            w.packet(&p);
+                        } else {
+                            outbox[j].push(p);
+                            if outbox[j].len() >= BATCH {
+                                let _ = peers[j].send(std::mem::take(&mut outbox[j]));
+                            }
+                        }
+                        since_drain += 1;
+                    }
+                    Input::Idle => {
+                        flush(&mut outbox);
+                        since_drain = BATCH;
+                        w.tick();
+                    }
+                }
+                if since_drain >= BATCH {
+                    since_drain = 0;
+                    while let Ok(batch) = inbox.try_recv() {
+                        for p in &batch {
+                            w.packet(p);
+                        }
+                    }
+                }
+            }
+            flush(&mut outbox);
+            drop(peers);
+            for batch in inbox {
+                for p in &batch {
+                    w.packet(p);
+                }
+            }
+            w.finish()
+        }));
+    }
+    threads
+}
 
 /// Holds packets back to the capture's pace (real-time speeds only).
 struct Pacer {

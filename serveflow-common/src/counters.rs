@@ -1,7 +1,7 @@
 //! Per-CPU packet counters kept by the XDP program, one slot per outcome.
 //!
-//! Every packet the program sees lands in exactly one outcome slot (`Redirected` or one of the
-//! `Pass*` reasons), so the outcomes add up to [`XdpCounter::Packets`]. Slots after the
+//! Every packet the program sees lands in exactly one outcome slot (`Redirected`, one of the
+//! `Pass*` reasons, or `DropByClass`), so the outcomes add up to [`XdpCounter::Packets`]. Slots after the
 //! outcomes count events that are not outcomes (a failed flow-map insert, say).
 
 /// Index of a slot in the XDP program's per-CPU counter array.
@@ -31,10 +31,12 @@ pub enum XdpCounter {
     PassDecided = 9,
     /// TCP/UDP packets beyond the packets userspace's stages need (`STEER`), passed.
     PassEnoughPackets = 10,
+    /// Packets of a decided flow whose class's action (`ACTIONS`) is drop: dropped.
+    DropByClass = 11,
 }
 
 /// Number of counter slots.
-pub const XDP_COUNTER_SLOTS: usize = 11;
+pub const XDP_COUNTER_SLOTS: usize = 12;
 
 impl XdpCounter {
     /// All slots, in index order.
@@ -50,6 +52,7 @@ impl XdpCounter {
         XdpCounter::FlowInsertFailed,
         XdpCounter::PassDecided,
         XdpCounter::PassEnoughPackets,
+        XdpCounter::DropByClass,
     ];
 
     /// Stable snake_case name for summaries and metrics.
@@ -66,6 +69,7 @@ impl XdpCounter {
             XdpCounter::FlowInsertFailed => "flow_insert_failed",
             XdpCounter::PassDecided => "pass_decided",
             XdpCounter::PassEnoughPackets => "pass_enough_packets",
+            XdpCounter::DropByClass => "drop_by_class",
         }
     }
 

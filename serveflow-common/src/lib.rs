@@ -21,6 +21,17 @@ pub const FLOW_MAP_ENTRIES: usize = 1 << 18;
 /// Slot of the `STEER` array holding the packets per flow userspace needs (0: every packet).
 pub const STEER_PACKETS: u32 = 0;
 
+/// Classes the per-class action array holds (class indices of a model).
+pub const MAX_CLASSES: usize = 256;
+
+/// Per-class actions on a decided flow's later packets (values of the `ACTIONS` array).
+pub mod action {
+    /// Pass to the stack (the default).
+    pub const PASS: u32 = 0;
+    /// Drop in XDP.
+    pub const DROP: u32 = 1;
+}
+
 /// Highest RX queue index + 1 that can have an AF_XDP socket.
 pub const MAX_QUEUES: usize = 64;
 

@@ -8,7 +8,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use serveflow_common::{
-    FlowKey, FlowStats, XdpCounter, FLOW_MAP_ENTRIES, MAX_QUEUES, STEER_PACKETS,
+    action, FlowKey, FlowStats, XdpCounter, FLOW_MAP_ENTRIES, MAX_CLASSES, MAX_QUEUES,
+    STEER_PACKETS,
 };
 
 use crate::program::parse::{parse_l4, Parsed};
@@ -28,6 +29,10 @@ static VERDICTS: LruHashMap<FlowKey, u32, FLOW_MAP_ENTRIES> = LruHashMap::new();
 /// userspace needs (the deepest stage's count); 0 steers every packet.
 #[btf_map]
 static STEER: Array<u32, 1> = Array::new();
+
+/// What to do with a decided flow's packets, by class index ([`action`]; 0 = pass).
+#[btf_map]
+static ACTIONS: Array<u32, MAX_CLASSES> = Array::new();
 
 /// AF_XDP sockets, indexed by the RX queue they are bound to.
 #[btf_map]
@@ -65,7 +70,11 @@ fn try_serveflow(ctx: &XdpContext) -> Result<u32, XdpCounter> {
 
     // Early-packet steering: userspace only needs a flow's first packets, until its verdict.
     // SAFETY: the value is a plain u32 copied out at once.
-    if unsafe { VERDICTS.get(&key) }.is_some() {
+    if let Some(class) = unsafe { VERDICTS.get(&key) }.copied() {
+        if ACTIONS.get(class).copied() == Some(action::DROP) {
+            count(XdpCounter::DropByClass);
+            return Ok(xdp_action::XDP_DROP);
+        }
         return Err(XdpCounter::PassDecided);
     }
     let limit = STEER.get(STEER_PACKETS).copied().unwrap_or(0);

@@ -85,6 +85,9 @@ enum Command {
         /// Seconds between status lines on stderr (0: none).
         #[arg(long, default_value_t = 10)]
         status_interval: u64,
+        /// Run config (TOML): per-class kernel actions, `[actions] Class = "drop"`.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Live counters of running instances from their pinned maps (kernel outcomes, flow map,
     /// decided flows, steering).
@@ -335,6 +338,7 @@ fn main() -> ExitCode {
             no_steer,
             metrics,
             status_interval,
+            config,
         } => {
             let metrics = match metrics.as_str() {
                 "off" => None,
@@ -378,6 +382,7 @@ fn main() -> ExitCode {
                 steer: !no_steer,
                 metrics,
                 status_interval_s: status_interval,
+                config,
             })
         }
         Command::Status { interface, json } => {

@@ -40,6 +40,7 @@ const XSKS: &str = "XSKS";
 const COUNTERS: &str = "COUNTERS";
 const VERDICTS: &str = "VERDICTS";
 const STEER: &str = "STEER";
+const ACTIONS: &str = "ACTIONS";
 
 /// How the program is attached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -219,6 +220,7 @@ impl XdpProgram {
             (XSKS, "xsks"),
             (VERDICTS, "verdicts"),
             (STEER, "steer"),
+            (ACTIONS, "actions"),
         ] {
             let map = self
                 .ebpf
@@ -261,6 +263,23 @@ impl XdpProgram {
         })?;
         let mut steer: Array<&mut MapData, u32> = Array::try_from(map).map_err(map_err)?;
         steer.set(STEER_PACKETS, packets, 0).map_err(map_err)
+    }
+
+    /// Sets what the program does with later packets of flows decided as class `class`
+    /// (`serveflow_common::action`).
+    pub fn set_class_action(&mut self, class: u32, action: u32) -> Result<(), XdpError> {
+        let map_err = |e| XdpError::Map {
+            name: ACTIONS,
+            source: Box::new(e),
+        };
+        let map = self.ebpf.map_mut(ACTIONS).ok_or(XdpError::Map {
+            name: ACTIONS,
+            source: Box::new(aya::maps::MapError::InvalidName {
+                name: ACTIONS.into(),
+            }),
+        })?;
+        let mut actions: Array<&mut MapData, u32> = Array::try_from(map).map_err(map_err)?;
+        actions.set(class, action, 0).map_err(map_err)
     }
 
     /// Counter totals over all CPUs, indexed by [`XdpCounter`].

@@ -338,7 +338,8 @@ fn both_directions_share_one_kernel_entry() {
 }
 
 /// Early-packet steering in the kernel: with `STEER` at 2, a flow's third packet is passed as
-/// `pass_enough_packets`; a flow in `VERDICTS` is passed as `pass_decided` from its next packet.
+/// `pass_enough_packets`; a flow in `VERDICTS` is passed as `pass_decided` from its next packet,
+/// or dropped when its class's action in `ACTIONS` is drop.
 #[test]
 fn steering_passes_what_userspace_no_longer_needs() {
     if !is_root() {
@@ -354,12 +355,21 @@ fn steering_passes_what_userspace_no_longer_needs() {
     }
     let (a, b, c) = ([172, 16, 0, 1], [172, 16, 0, 2], [172, 16, 0, 3]);
     let decided = tcp4(c, 40000, b, 443, true, b"");
+    let dropped = tcp4(c, 40001, b, 443, true, b"");
     {
-        let p = parse::parse_ethernet(&decided).unwrap();
         let map = ebpf.map_mut("VERDICTS").unwrap();
         let mut verdicts: aya::maps::HashMap<&mut aya::maps::MapData, FlowKey, u32> =
             aya::maps::HashMap::try_from(map).unwrap();
-        verdicts.insert(p.flow_key().0, 3, 0).unwrap();
+        let key = |f: &[u8]| parse::parse_ethernet(f).unwrap().flow_key().0;
+        verdicts.insert(key(&decided), 3, 0).unwrap();
+        verdicts.insert(key(&dropped), 5, 0).unwrap();
+    }
+    {
+        // Class 5's action is drop.
+        let map = ebpf.map_mut("ACTIONS").unwrap();
+        let mut actions: aya::maps::Array<&mut aya::maps::MapData, u32> =
+            aya::maps::Array::try_from(map).unwrap();
+        actions.set(5, serveflow_common::action::DROP, 0).unwrap();
     }
     let frames = [
         tcp4(a, 30000, b, 22, true, b""),
@@ -378,7 +388,18 @@ fn steering_passes_what_userspace_no_longer_needs() {
             .unwrap();
         assert_eq!(r.return_value, XDP_PASS);
     }
+    let r = program
+        .test_run(TestRunOptions {
+            data_in: Some(&dropped),
+            ..TestRunOptions::new()
+        })
+        .unwrap();
+    assert_eq!(
+        r.return_value, 1,
+        "XDP_DROP for a class whose action is drop"
+    );
     let c = xdp::read_counters(&ebpf).unwrap();
+    assert_eq!(c[XdpCounter::DropByClass as usize], 1);
     assert_eq!(
         c[XdpCounter::PassNoSocket as usize],
         2,

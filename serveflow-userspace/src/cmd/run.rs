@@ -59,6 +59,58 @@ pub struct RunOptions {
     pub metrics: Option<std::net::SocketAddr>,
     /// Seconds between status lines on stderr (0: none).
     pub status_interval_s: u64,
+    /// Run config file (per-class kernel actions).
+    pub config: Option<PathBuf>,
+}
+
+/// `serveflow run --config FILE`:
+///
+/// ```toml
+/// [actions]          # what the kernel does with a decided flow's later packets
+/// BitTorrent = "drop"
+/// DNS = "pass"       # the default
+/// ```
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Class name -> `pass` or `drop`.
+    #[serde(default)]
+    pub actions: BTreeMap<String, String>,
+}
+
+impl RunConfig {
+    /// Reads and checks `path` against the model's classes: (class index, action) pairs.
+    pub fn load(path: &Path, classes: &[String]) -> anyhow::Result<Vec<(u32, u32)>> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let config: RunConfig = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!("{}: {}", path.display(), e.to_string().replace('\n', " "))
+        })?;
+        let mut out = Vec::new();
+        for (class, action) in &config.actions {
+            let Some(i) = classes.iter().position(|c| c == class) else {
+                anyhow::bail!(
+                    "{}: actions: {class:?} is not a class of the model (classes: {})",
+                    path.display(),
+                    classes.join(", ")
+                );
+            };
+            let a = match action.as_str() {
+                "pass" => serveflow_common::action::PASS,
+                "drop" => serveflow_common::action::DROP,
+                "mark" => anyhow::bail!(
+                    "{}: actions.{class} = \"mark\": XDP runs before the kernel makes an skb, so there is no mark to set; use pass or drop",
+                    path.display()
+                ),
+                other => anyhow::bail!(
+                    "{}: actions.{class} = {other:?}: expected \"pass\" or \"drop\"",
+                    path.display()
+                ),
+            };
+            out.push((i as u32, a));
+        }
+        Ok(out)
+    }
 }
 
 /// What a run saw, in userspace and in the kernel.
@@ -122,7 +174,22 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         )
     })?;
 
+    let actions = match &opts.config {
+        Some(path) => RunConfig::load(
+            path,
+            &cascade
+                .classes
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>(),
+        )?,
+        None => Vec::new(),
+    };
+
     let mut program = XdpProgram::attach(&opts.interface, opts.mode)?;
+    for (class, action) in &actions {
+        program.set_class_action(*class, *action)?;
+    }
     let iface = program.interface().clone();
     let queues = opts.queues.unwrap_or(iface.rx_queues).max(1);
     let mut sockets = Vec::with_capacity(queues as usize);
@@ -356,5 +423,34 @@ fn print_summary(s: &RunSummary) {
     );
     if !s.afxdp.skipped.is_empty() {
         eprintln!("serveflow: userspace parser skipped: {:?}", s.afxdp.skipped);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly on purpose")]
+    use super::*;
+
+    #[test]
+    fn run_config_actions_are_checked_against_the_classes() {
+        let classes: Vec<String> = vec!["DNS".into(), "BitTorrent".into()];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.toml");
+        std::fs::write(&path, "[actions]\nBitTorrent = \"drop\"\nDNS = \"pass\"\n").unwrap();
+        let a = RunConfig::load(&path, &classes).unwrap();
+        assert_eq!(a, vec![(1, serveflow_common::action::DROP), (0, 0)]);
+        for (text, needle) in [
+            ("[actions]\nNope = \"drop\"\n", "not a class of the model"),
+            ("[actions]\nDNS = \"mark\"\n", "no mark to set"),
+            (
+                "[actions]\nDNS = \"explode\"\n",
+                "expected \"pass\" or \"drop\"",
+            ),
+            ("[colour]\n", "unknown field"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = RunConfig::load(&path, &classes).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
     }
 }

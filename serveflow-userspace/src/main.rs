@@ -88,6 +88,9 @@ enum Command {
         /// Run config (TOML): per-class kernel actions, `[actions] Class = "drop"`.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Receive and count only (no parsing, no models): the interface's AF_XDP ceiling.
+        #[arg(long)]
+        drain_only: bool,
     },
     /// Live counters of running instances from their pinned maps (kernel outcomes, flow map,
     /// decided flows, steering).
@@ -339,6 +342,7 @@ fn main() -> ExitCode {
             metrics,
             status_interval,
             config,
+            drain_only,
         } => {
             let metrics = match metrics.as_str() {
                 "off" => None,
@@ -383,6 +387,7 @@ fn main() -> ExitCode {
                 metrics,
                 status_interval_s: status_interval,
                 config,
+                drain_only,
             })
         }
         Command::Status { interface, json } => {

@@ -148,11 +148,57 @@ pub fn run() -> anyhow::Result<()> {
             "zero_loss": zero_loss,
         }));
     }
+    // AF_XDP packet rate at the sender's top speed: serveflow classifying every packet
+    // (--no-steer) against the same sockets drained with no processing (--drain-only).
+    let mut rates = Vec::new();
+    for (name, flag) in [
+        ("drain-only (copy-mode ceiling)", "--drain-only"),
+        ("serveflow, every packet classified", "--no-steer"),
+    ] {
+        let summary = out_dir.join("summary-rate.json");
+        let mut cmd = bed.command(&bed.ns_a, &bin.to_string_lossy());
+        cmd.args([
+            "run",
+            "-i",
+            &bed.dev_a,
+            "--metrics",
+            "off",
+            "--status-interval",
+            "0",
+            flag,
+            "--summary",
+        ])
+        .arg(&summary);
+        let mut serveflow = Running::spawn(cmd)?;
+        serveflow.wait_for("serveflow: ready", Duration::from_secs(30))?;
+        let (sent, secs) = tcpreplay(&bed, &pcap, None, 100)?;
+        std::thread::sleep(Duration::from_millis(500));
+        let (code, stderr) = serveflow.stop(2)?;
+        anyhow::ensure!(
+            code == 0,
+            "serveflow exited with {code}: {}",
+            stderr.join("\n")
+        );
+        let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary)?)?;
+        let received = s["afxdp"]["packets"].as_u64().unwrap_or(0);
+        let rate = received as f64 / secs.max(1e-9);
+        eprintln!("xtask: {name}: sender {sent} packets in {secs:.2} s, received {received}: {rate:.0} packets/s");
+        rates.push(serde_json::json!({"receiver": name, "sent": sent, "seconds": secs, "received": received, "packets_per_s": rate}));
+    }
+    if let [drain, serve] = rates.as_slice() {
+        let ratio = serve["packets_per_s"].as_f64().unwrap_or(0.0)
+            / drain["packets_per_s"].as_f64().unwrap_or(1.0).max(1e-9);
+        eprintln!(
+            "xtask: AF_XDP packet rate with classification = {:.0}% of the drain-only ceiling",
+            ratio * 100.0
+        );
+    }
     let result = serde_json::json!({
         "command": "cargo xtask live-bench",
         "sender_ceiling_packets_per_s": ceiling,
         "sender_ceiling_flows_per_s": ceiling / 2.0,
         "rows": rows,
+        "packet_rate": rates,
     });
     let path = out_dir.join("live-bench.json");
     std::fs::write(&path, serde_json::to_string_pretty(&result)? + "\n")?;

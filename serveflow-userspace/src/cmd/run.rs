@@ -61,6 +61,9 @@ pub struct RunOptions {
     pub status_interval_s: u64,
     /// Run config file (per-class kernel actions).
     pub config: Option<PathBuf>,
+    /// Receive and count only, no parsing or classification: the AF_XDP ceiling of the
+    /// interface, for benchmarks.
+    pub drain_only: bool,
 }
 
 /// `serveflow run --config FILE`:
@@ -252,6 +255,35 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     );
 
     let started = Instant::now();
+    if opts.drain_only {
+        let mut source = LiveSource::new(sockets, started, Arc::clone(&stop), opts.duration);
+        source.metrics = Some(Arc::clone(&metrics));
+        let mut counts = UserspaceCounts::default();
+        for input in source.by_ref() {
+            if let pipeline::Input::Packet(p) = input {
+                counts.packets += 1;
+                counts.bytes += p.data.len() as u64;
+            }
+        }
+        stop_side.store(true, std::sync::atomic::Ordering::Relaxed);
+        let serving = serde_json::json!({ "drain_only": true });
+        let summary = summarize(
+            &mut program,
+            &source.sockets,
+            xsk_mode,
+            queues,
+            started,
+            counts,
+            serving,
+        )?;
+        drop(source);
+        print_summary(&summary);
+        if let Some(path) = &opts.summary {
+            std::fs::write(path, serde_json::to_string_pretty(&summary)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        return Ok(());
+    }
     // One worker per socket when asked for as many workers as queues: each drains its own
     // queue and forwards other workers' flows; otherwise one source drains every socket.
     let per_queue = opts.pipeline.workers > 1 && opts.pipeline.workers == sockets.len();
@@ -298,27 +330,16 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         sockets.append(&mut source.sockets);
     }
     let counts = userspace_counts(&result);
-    let kernel = program.counters()?;
-    let mut socket_drops = SocketStatistics::default();
-    for socket in &sockets {
-        socket_drops += socket.statistics()?;
-    }
-    let summary = RunSummary {
-        interface: iface.name.clone(),
-        xdp_mode: program.mode().to_string(),
+    let serving = replay::summary_json(&result, &[], &[], &[], &dir);
+    let summary = summarize(
+        &mut program,
+        &sockets,
         xsk_mode,
         queues,
-        seconds: started.elapsed().as_secs_f64(),
-        afxdp: counts,
-        kernel_counters: XdpCounter::ALL
-            .iter()
-            .map(|c| (c.name(), kernel[*c as usize]))
-            .collect(),
-        kernel_flow_map: program.flow_totals()?,
-        socket_drops,
-        serving: replay::summary_json(&result, &[], &[], &[], &dir),
-    };
-    program.detach();
+        started,
+        counts,
+        serving,
+    )?;
     drop(sockets);
 
     print_summary(&summary);
@@ -379,6 +400,40 @@ fn status_lines(metrics: Arc<LiveMetrics>, stop: Arc<AtomicBool>, every: Duratio
     if let Err(e) = spawned {
         log::warn!("no status lines: {e}");
     }
+}
+
+/// Reads the kernel's and the sockets' counters into the run's summary and detaches.
+fn summarize(
+    program: &mut XdpProgram,
+    sockets: &[XskReceiver],
+    xsk_mode: String,
+    queues: u32,
+    started: Instant,
+    afxdp: UserspaceCounts,
+    serving: serde_json::Value,
+) -> anyhow::Result<RunSummary> {
+    let kernel = program.counters()?;
+    let mut socket_drops = SocketStatistics::default();
+    for socket in sockets {
+        socket_drops += socket.statistics()?;
+    }
+    let summary = RunSummary {
+        interface: program.interface().name.clone(),
+        xdp_mode: program.mode().to_string(),
+        xsk_mode,
+        queues,
+        seconds: started.elapsed().as_secs_f64(),
+        afxdp,
+        kernel_counters: XdpCounter::ALL
+            .iter()
+            .map(|c| (c.name(), kernel[*c as usize]))
+            .collect(),
+        kernel_flow_map: program.flow_totals()?,
+        socket_drops,
+        serving,
+    };
+    program.detach();
+    Ok(summary)
 }
 
 /// What the workers received, in the summary's terms.

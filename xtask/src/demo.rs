@@ -4,7 +4,7 @@
 //! `serveflow run` on one end, shows the pinned maps with bpftool, replays a generated capture
 //! (TCP and UDP flows over IPv4 and IPv6, plus ARP, ICMP and fragments) from the other end
 //! with tcpreplay, stops serveflow with SIGINT and prints its summary. Leaves nothing behind
-//! but `target/demo/` (the capture and summary.json).
+//! but `target/demo/` (the capture, summary.json, the verdict lines and the latency report).
 
 use std::{process::Command, time::Duration};
 
@@ -34,6 +34,8 @@ pub fn run() -> anyhow::Result<()> {
     let pcap = out_dir.join("demo.pcap");
     write_pcap(&pcap, &capture.frames)?;
     let summary = out_dir.join("summary.json");
+    let report = out_dir.join("report");
+    let verdicts = out_dir.join("verdicts.jsonl");
 
     let bed = VethPair::new("demo", 2).context("making the veth test bed (needs root)")?;
     eprintln!(
@@ -42,7 +44,11 @@ pub fn run() -> anyhow::Result<()> {
     );
     let mut cmd = bed.command(&bed.ns_a, &bin.to_string_lossy());
     cmd.args(["run", "-i", &bed.dev_a, "--summary"])
-        .arg(&summary);
+        .arg(&summary)
+        .arg("--out")
+        .arg(&verdicts)
+        .arg("--report")
+        .arg(&report);
     let mut serveflow = Running::spawn(cmd)?;
     serveflow.wait_for("serveflow: ready", Duration::from_secs(30))?;
     for line in &serveflow.stderr {
@@ -92,6 +98,11 @@ pub fn run() -> anyhow::Result<()> {
         capture.tcp_udp_packets,
         capture.flows,
         summary.display()
+    );
+    eprintln!(
+        "xtask: one verdict per flow in {}; latency report (.hgrm, .hlog, summary.json, latency_cdf.svg) in {}",
+        verdicts.display(),
+        report.display()
     );
     Ok(())
 }

@@ -15,18 +15,10 @@ use serveflow_testbed::{
     VethPair,
 };
 
-use crate::{cargo, root};
+use crate::root;
 
 pub fn run() -> anyhow::Result<()> {
-    crate::exec(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "serveflow-userspace",
-        "--bin",
-        "serveflow",
-    ]))?;
-    let bin = root().join("target/release/serveflow");
+    let bin = crate::build_serveflow()?;
     let out_dir = root().join("target/demo");
     std::fs::create_dir_all(&out_dir)?;
 

@@ -16,7 +16,7 @@ use serveflow_testbed::{
     VethPair,
 };
 
-use crate::{cargo, root};
+use crate::root;
 
 /// Flows in the capture (each loop rewrites their addresses).
 const FLOWS: u32 = 5_000;
@@ -57,16 +57,44 @@ fn tcpreplay(
     actual(&stdout).with_context(|| format!("no 'Actual:' line in tcpreplay's output:\n{stdout}"))
 }
 
+/// Runs `serveflow run` with `flags` on the bed while `send` runs, stops it with SIGINT and
+/// returns what `send` returned with the run's summary.
+fn serve_while(
+    bed: &VethPair,
+    bin: &Path,
+    summary: &Path,
+    flags: &[&str],
+    send: impl FnOnce() -> anyhow::Result<(u64, f64)>,
+) -> anyhow::Result<((u64, f64), serde_json::Value)> {
+    let mut cmd = bed.command(&bed.ns_a, &bin.to_string_lossy());
+    cmd.args([
+        "run",
+        "-i",
+        &bed.dev_a,
+        "--metrics",
+        "off",
+        "--status-interval",
+        "0",
+    ])
+    .args(flags)
+    .arg("--summary")
+    .arg(summary);
+    let mut serveflow = Running::spawn(cmd)?;
+    serveflow.wait_for("serveflow: ready", Duration::from_secs(30))?;
+    let sent = send()?;
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, stderr) = serveflow.stop(2)?;
+    anyhow::ensure!(
+        code == 0,
+        "serveflow exited with {code}: {}",
+        stderr.join("\n")
+    );
+    let s = serde_json::from_str(&std::fs::read_to_string(summary)?)?;
+    Ok((sent, s))
+}
+
 pub fn run() -> anyhow::Result<()> {
-    crate::exec(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "serveflow-userspace",
-        "--bin",
-        "serveflow",
-    ]))?;
-    let bin = root().join("target/release/serveflow");
+    let bin = crate::build_serveflow()?;
     let out_dir = root().join("target/live-bench");
     std::fs::create_dir_all(&out_dir)?;
     let pcap = out_dir.join("udp-flows.pcap");
@@ -98,36 +126,14 @@ pub fn run() -> anyhow::Result<()> {
         }
         let loops = (pps * 3).div_ceil(packets_per_loop).max(1);
         let summary = out_dir.join(format!("summary-{flows_per_s}.json"));
-        let mut cmd = bed.command(&bed.ns_a, &bin.to_string_lossy());
-        cmd.args([
-            "run",
-            "-i",
-            &bed.dev_a,
-            "--metrics",
-            "off",
-            "--status-interval",
-            "0",
-            "--summary",
-        ])
-        .arg(&summary);
-        let mut serveflow = Running::spawn(cmd)?;
-        serveflow.wait_for("serveflow: ready", Duration::from_secs(30))?;
-        let (sent, secs) = tcpreplay(&bed, &pcap, Some(pps), loops)?;
-        std::thread::sleep(Duration::from_millis(500));
-        let (code, stderr) = serveflow.stop(2)?;
-        anyhow::ensure!(
-            code == 0,
-            "serveflow exited with {code}: {}",
-            stderr.join("\n")
-        );
-        let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary)?)?;
+        let ((sent, secs), s) = serve_while(&bed, &bin, &summary, &[], || {
+            tcpreplay(&bed, &pcap, Some(pps), loops)
+        })?;
         let flows_sent = sent / 2;
         let flows_in = s["serving"]["flows_in"].as_u64().unwrap_or(0);
         let drops = s["socket_drops"]["rx_dropped"].as_u64().unwrap_or(0)
             + s["socket_drops"]["rx_ring_full"].as_u64().unwrap_or(0)
-            + s["socket_drops"]["rx_fill_ring_empty"]
-                .as_u64()
-                .unwrap_or(0);
+            + s["socket_drops"]["rx_invalid_descs"].as_u64().unwrap_or(0);
         let fallback = s["serving"]["result"]["verdicts"]["fallback"]
             .as_u64()
             .unwrap_or(0);
@@ -156,30 +162,9 @@ pub fn run() -> anyhow::Result<()> {
         ("serveflow, every packet classified", "--no-steer"),
     ] {
         let summary = out_dir.join("summary-rate.json");
-        let mut cmd = bed.command(&bed.ns_a, &bin.to_string_lossy());
-        cmd.args([
-            "run",
-            "-i",
-            &bed.dev_a,
-            "--metrics",
-            "off",
-            "--status-interval",
-            "0",
-            flag,
-            "--summary",
-        ])
-        .arg(&summary);
-        let mut serveflow = Running::spawn(cmd)?;
-        serveflow.wait_for("serveflow: ready", Duration::from_secs(30))?;
-        let (sent, secs) = tcpreplay(&bed, &pcap, None, 100)?;
-        std::thread::sleep(Duration::from_millis(500));
-        let (code, stderr) = serveflow.stop(2)?;
-        anyhow::ensure!(
-            code == 0,
-            "serveflow exited with {code}: {}",
-            stderr.join("\n")
-        );
-        let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary)?)?;
+        let ((sent, secs), s) = serve_while(&bed, &bin, &summary, &[flag], || {
+            tcpreplay(&bed, &pcap, None, 100)
+        })?;
         let received = s["afxdp"]["packets"].as_u64().unwrap_or(0);
         let rate = received as f64 / secs.max(1e-9);
         eprintln!("xtask: {name}: sender {sent} packets in {secs:.2} s, received {received}: {rate:.0} packets/s");

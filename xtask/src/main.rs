@@ -53,6 +53,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// Builds the release `serveflow` binary and returns its path.
+fn build_serveflow() -> anyhow::Result<std::path::PathBuf> {
+    exec(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "serveflow-userspace",
+        "--bin",
+        "serveflow",
+    ]))?;
+    Ok(root().join("target/release/serveflow"))
+}
+
 /// The workspace root (xtask lives one level below it).
 fn root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

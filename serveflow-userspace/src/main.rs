@@ -64,9 +64,18 @@ enum Command {
         /// Write the latency report (.hgrm, .hlog, summary.json, CDF plot, config) here.
         #[arg(long)]
         report: Option<PathBuf>,
-        /// Fast-path workers.
-        #[arg(long, default_value_t = 1)]
-        workers: usize,
+        /// Fast-path workers (default: one per AF_XDP socket, each draining its own queue;
+        /// 1: one worker drains every queue).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Most flows the userspace flow tables hold (split between workers); beyond it the
+        /// least recently seen flow is decided with what it has and dropped from the table.
+        #[arg(long, default_value_t = FlowConfig::default().max_flows)]
+        max_flows: usize,
+        /// Entries of the kernel's flow and verdict maps (LRU: beyond it the least recently
+        /// seen flow is forgotten and, if seen again, steered again from its next packet).
+        #[arg(long, default_value_t = serveflow_common::FLOW_MAP_ENTRIES as u32)]
+        flow_map_entries: u32,
         /// Slow-pool threads.
         #[arg(long, default_value_t = PoolConfig::default().threads)]
         slow_threads: usize,
@@ -335,6 +344,8 @@ fn main() -> ExitCode {
             out,
             report,
             workers,
+            max_flows,
+            flow_map_entries,
             slow_threads,
             fast_wait_ms,
             max_wait_ms,
@@ -374,15 +385,21 @@ fn main() -> ExitCode {
                 out,
                 report,
                 pipeline: PipelineConfig {
-                    workers,
+                    // 0: one worker per queue, decided once the queues are known.
+                    workers: workers.unwrap_or(0),
                     pool: PoolConfig {
                         threads: slow_threads,
                         ..PoolConfig::default()
+                    },
+                    flow: FlowConfig {
+                        max_flows,
+                        ..FlowConfig::default()
                     },
                     fast_wait_ms,
                     max_wait_ms,
                     ..PipelineConfig::default()
                 },
+                flow_map_entries,
                 steer: !no_steer,
                 metrics,
                 status_interval_s: status_interval,

@@ -16,7 +16,11 @@ use std::{
     time::Duration,
 };
 
-use crate::verdict::{StageKind, Verdict, VerdictHook};
+use crate::{
+    capture::afxdp::SocketStatistics,
+    pipeline::progress::Progress,
+    verdict::{StageKind, Verdict, VerdictHook},
+};
 
 /// Upper bounds (seconds) of the latency histogram's buckets.
 pub const LATENCY_BUCKETS: [f64; 12] = [
@@ -34,15 +38,59 @@ pub struct LiveMetrics {
     latency_sum_us: AtomicU64,
     /// Frames received through AF_XDP.
     pub received_packets: AtomicU64,
+    /// Per AF_XDP socket (RX queue): frames received and the kernel's drop counters.
+    pub queues: Vec<QueueGauges>,
+    /// The pipeline's running totals (flows, escalations, fallbacks, queue depth).
+    pub progress: Arc<Progress>,
+    /// 1 while the interface is up with carrier.
+    pub link_up: AtomicU64,
+    /// Times the interface went down.
+    pub link_down_events: AtomicU64,
     /// Where the kernel maps are pinned (read at scrape time).
     pub pins: PathBuf,
 }
 
+/// One AF_XDP socket's counters, stored by the thread that drains it.
+#[derive(Debug, Default)]
+pub struct QueueGauges {
+    /// Frames received.
+    pub packets: AtomicU64,
+    /// The socket's `XDP_STATISTICS`, as last read.
+    pub drops: [AtomicU64; 4],
+}
+
+/// Names of [`QueueGauges::drops`], in order.
+pub const DROP_REASONS: [&str; 4] = [
+    "rx_dropped",
+    "rx_invalid_descs",
+    "rx_ring_full",
+    "rx_fill_ring_empty_descs",
+];
+
+impl QueueGauges {
+    /// Stores a socket's latest statistics.
+    pub fn set_drops(&self, s: &SocketStatistics) {
+        for (slot, v) in self.drops.iter().zip([
+            s.rx_dropped,
+            s.rx_invalid_descs,
+            s.rx_ring_full,
+            s.rx_fill_ring_empty_descs,
+        ]) {
+            slot.store(v, Relaxed);
+        }
+    }
+}
+
 impl LiveMetrics {
-    /// Counters for a model with `classes`, kernel maps pinned at `pins`.
-    pub fn new(classes: Vec<String>, pins: PathBuf) -> Arc<Self> {
+    /// Counters for a model with `classes`, `queues` AF_XDP sockets, kernel maps pinned at
+    /// `pins`.
+    pub fn new(classes: Vec<String>, queues: usize, pins: PathBuf) -> Arc<Self> {
         let k = classes.len();
         Arc::new(LiveMetrics {
+            queues: (0..queues).map(|_| QueueGauges::default()).collect(),
+            progress: Arc::default(),
+            link_up: AtomicU64::new(1),
+            link_down_events: AtomicU64::new(0),
             verdicts: (0..3 * k).map(|_| AtomicU64::new(0)).collect(),
             classes,
             latency_buckets: Default::default(),
@@ -107,6 +155,92 @@ impl LiveMetrics {
             "serveflow_afxdp_packets_total {}\n",
             self.received_packets.load(Relaxed)
         ));
+        counter(
+            &mut s,
+            "serveflow_afxdp_queue_packets_total",
+            "Frames received, per AF_XDP socket.",
+            self.queues
+                .iter()
+                .enumerate()
+                .map(|(q, g)| (format!("{{queue=\"{q}\"}}"), g.packets.load(Relaxed))),
+        );
+        counter(
+            &mut s,
+            "serveflow_afxdp_drops_total",
+            "Drops the kernel reports per AF_XDP socket (XDP_STATISTICS), by reason.",
+            self.queues.iter().enumerate().flat_map(|(q, g)| {
+                DROP_REASONS.iter().zip(&g.drops).map(move |(r, v)| {
+                    (format!("{{queue=\"{q}\",reason=\"{r}\"}}"), v.load(Relaxed))
+                })
+            }),
+        );
+        let p = &self.progress;
+        for (name, help, v) in [
+            (
+                "serveflow_packets_total",
+                "Frames the fast-path workers handled.",
+                &p.packets,
+            ),
+            (
+                "serveflow_skipped_packets_total",
+                "Frames the parser skipped.",
+                &p.skipped,
+            ),
+            (
+                "serveflow_packets_after_verdict_total",
+                "Frames of flows that already had their verdict.",
+                &p.packets_after_verdict,
+            ),
+            (
+                "serveflow_flows_total",
+                "Flows that entered the flow tables.",
+                &p.flows,
+            ),
+            (
+                "serveflow_flows_evicted_total",
+                "Flows pushed out of a full flow table.",
+                &p.flows_evicted,
+            ),
+            (
+                "serveflow_escalated_total",
+                "Flows handed to the slow pool.",
+                &p.escalated,
+            ),
+            (
+                "serveflow_fallbacks_total",
+                "Escalated flows that kept their fast answer (slow queue full or stopped).",
+                &p.fallbacks,
+            ),
+            (
+                "serveflow_link_down_total",
+                "Times the interface went down.",
+                &self.link_down_events,
+            ),
+        ] {
+            counter(
+                &mut s,
+                name,
+                help,
+                std::iter::once((String::new(), v.load(Relaxed))),
+            );
+        }
+        for (name, help, v) in [
+            (
+                "serveflow_slow_queue_depth",
+                "Jobs waiting in the slow pool's queue.",
+                &p.slow_queue_depth,
+            ),
+            (
+                "serveflow_link_up",
+                "1 while the interface is up with carrier.",
+                &self.link_up,
+            ),
+        ] {
+            s.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}\n",
+                v.load(Relaxed)
+            ));
+        }
         if let Ok(st) = crate::cmd::status::read(&self.pins) {
             s.push_str("# HELP serveflow_kernel_packets_total XDP program outcomes.\n");
             s.push_str("# TYPE serveflow_kernel_packets_total counter\n");
@@ -124,6 +258,14 @@ impl LiveMetrics {
             ));
         }
         s
+    }
+}
+
+/// Writes one counter family: HELP, TYPE and a sample per (labels, value).
+fn counter(s: &mut String, name: &str, help: &str, samples: impl Iterator<Item = (String, u64)>) {
+    s.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+    for (labels, v) in samples {
+        s.push_str(&format!("{name}{labels} {v}\n"));
     }
 }
 
@@ -208,7 +350,16 @@ mod tests {
 
     #[test]
     fn verdicts_are_counted_and_served() {
-        let m = LiveMetrics::new(vec!["a".into(), "b".into()], PathBuf::from("/nonexistent"));
+        let m = LiveMetrics::new(
+            vec!["a".into(), "b".into()],
+            2,
+            PathBuf::from("/nonexistent"),
+        );
+        m.progress.escalated.store(7, Relaxed);
+        m.queues[1].set_drops(&SocketStatistics {
+            rx_ring_full: 3,
+            ..SocketStatistics::default()
+        });
         let mut hook = m.hook();
         let v = Verdict {
             src: "10.0.0.1".parse().unwrap(),
@@ -256,5 +407,11 @@ mod tests {
             body.contains("serveflow_verdict_latency_seconds_count 2"),
             "{body}"
         );
+        assert!(body.contains("serveflow_escalated_total 7"), "{body}");
+        assert!(
+            body.contains("serveflow_afxdp_drops_total{queue=\"1\",reason=\"rx_ring_full\"} 3"),
+            "{body}"
+        );
+        assert!(body.contains("serveflow_link_up 1"), "{body}");
     }
 }

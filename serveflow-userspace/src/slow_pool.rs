@@ -172,6 +172,10 @@ pub fn serve(
             None => false,
         };
         counters.batches += 1;
+        if let Some(p) = &out.progress {
+            p.slow_queue_depth
+                .store(rx.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         counters.jobs += batch.len() as u64;
         for (i, job) in batch.drain(..).enumerate() {
             let mut v = job.draft;

@@ -203,14 +203,14 @@ struct EthtoolChannels {
 const ETHTOOL_GCHANNELS: u32 = 0x3c;
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 
-/// Asks the driver how many RX queues it runs (rx or combined channels). Uses an ioctl on a
-/// socket of this network namespace, because /sys/class/net shows the namespace sysfs was
-/// mounted in, which under `nsenter` is not ours.
-fn rx_queue_count(name: &str) -> Option<u32> {
-    let mut channels = EthtoolChannels {
-        cmd: ETHTOOL_GCHANNELS,
-        ..Default::default()
-    };
+/// Runs an interface ioctl (`ifreq` named `name`, prepared by `prepare`) on a socket of this
+/// network namespace, because /sys/class/net shows the namespace sysfs was mounted in, which
+/// under `nsenter` is not ours. Returns the ifreq the kernel filled in, or None on failure.
+fn if_ioctl(
+    name: &str,
+    request: libc::c_ulong,
+    prepare: impl FnOnce(&mut libc::ifreq),
+) -> Option<libc::ifreq> {
     // SAFETY: ifreq is plain old data; all-zero is valid.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
     let bytes = name.as_bytes();
@@ -220,18 +220,66 @@ fn rx_queue_count(name: &str) -> Option<u32> {
     for (dst, src) in ifr.ifr_name.iter_mut().zip(bytes) {
         *dst = *src as libc::c_char;
     }
-    ifr.ifr_ifru.ifru_data = (&mut channels as *mut EthtoolChannels).cast();
+    prepare(&mut ifr);
     // SAFETY: plain socket call; the fd is closed below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return None;
     }
-    // SAFETY: SIOCETHTOOL reads ifr (valid, NUL-terminated name) and writes `channels`, which
-    // outlives the call.
-    let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL, &mut ifr) };
+    // SAFETY: the request reads ifr (valid, NUL-terminated name) and writes into it or into
+    // the buffer `prepare` pointed it at, which the caller keeps alive across this call.
+    let rc = unsafe { libc::ioctl(fd, request, &mut ifr) };
     // SAFETY: fd is ours and closed once.
     unsafe { libc::close(fd) };
-    (rc == 0).then(|| channels.rx_count.max(channels.combined_count))
+    (rc == 0).then_some(ifr)
+}
+
+/// Asks the driver how many RX queues it runs (rx or combined channels).
+fn rx_queue_count(name: &str) -> Option<u32> {
+    let mut channels = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Default::default()
+    };
+    if_ioctl(name, SIOCETHTOOL, |ifr| {
+        ifr.ifr_ifru.ifru_data = (&mut channels as *mut EthtoolChannels).cast();
+    })?;
+    Some(channels.rx_count.max(channels.combined_count))
+}
+
+/// Whether an interface can carry traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    /// Administratively up with carrier.
+    Up,
+    /// Down, or up without carrier: the XDP program and sockets stay in place and traffic
+    /// resumes when it comes back.
+    Down,
+    /// The interface no longer exists in this namespace (deleted or moved): the kernel has
+    /// detached the program and unbound the sockets.
+    Gone,
+}
+
+/// The state of interface `iface` (found by its index, so a rename does not matter).
+pub fn link_state(iface: &Interface) -> LinkState {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes, as if_indextoname requires.
+    let name = unsafe { libc::if_indextoname(iface.index, buf.as_mut_ptr()) };
+    if name.is_null() {
+        return LinkState::Gone;
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy();
+    let Some(ifr) = if_ioctl(&name, libc::SIOCGIFFLAGS, |_| {}) else {
+        return LinkState::Gone;
+    };
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    let flags = i32::from(unsafe { ifr.ifr_ifru.ifru_flags });
+    let up = libc::IFF_UP | libc::IFF_RUNNING;
+    if flags & up == up {
+        LinkState::Up
+    } else {
+        LinkState::Down
+    }
 }
 
 /// CPUs on the NUMA node of `iface`'s device, when the kernel reports one (PCI NICs on
@@ -278,6 +326,15 @@ mod tests {
     #[test]
     fn loopback_exists_and_bogus_does_not() {
         assert!(interface("lo").is_ok_and(|i| i.index > 0 && i.rx_queues >= 1));
+        let gone = Interface {
+            name: "gone0".into(),
+            index: u32::MAX,
+            rx_queues: 1,
+        };
+        assert_eq!(link_state(&gone), LinkState::Gone);
+        if let Ok(lo) = interface("lo") {
+            assert_eq!(link_state(&lo), LinkState::Up);
+        }
         let err = interface("no-such-if0").err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("ip link")));
     }

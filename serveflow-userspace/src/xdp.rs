@@ -136,10 +136,17 @@ pub struct FlowMapTotals {
 
 /// Loads the embedded XDP object without attaching it (BPF_PROG_TEST_RUN tests use this).
 pub fn load_object() -> Result<Ebpf, XdpError> {
+    load_sized(serveflow_common::FLOW_MAP_ENTRIES as u32)
+}
+
+/// Loads the object with `flow_map_entries` entries in the flow and verdict maps.
+pub fn load_sized(flow_map_entries: u32) -> Result<Ebpf, XdpError> {
     if XDP_OBJECT.is_empty() {
         return Err(XdpError::NotBuilt);
     }
     EbpfLoader::new()
+        .map_max_entries(FLOWS, flow_map_entries.max(1))
+        .map_max_entries(VERDICTS, flow_map_entries.max(1))
         .load(XDP_OBJECT)
         .map_err(|e| XdpError::Load(Box::new(e)))
 }
@@ -160,12 +167,12 @@ pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
 }
 
 impl XdpProgram {
-    /// Loads the program, attaches it to `iface` in `mode`, and pins its maps under
-    /// `/sys/fs/bpf/serveflow_v2/<iface>/`.
-    pub fn attach(iface: &str, mode: AttachMode) -> Result<Self, XdpError> {
+    /// Loads the program with `flow_map_entries` flows in its LRU maps, attaches it to
+    /// `iface` in `mode`, and pins its maps under `/sys/fs/bpf/serveflow_v2/<iface>/`.
+    pub fn attach(iface: &str, mode: AttachMode, flow_map_entries: u32) -> Result<Self, XdpError> {
         let iface = system::interface(iface)?;
         system::check_bpffs(Path::new(BPFFS))?;
-        let mut ebpf = load_object()?;
+        let mut ebpf = load_sized(flow_map_entries)?;
         let program = program(&mut ebpf)?;
         let aya_mode = match mode {
             AttachMode::Native => XdpMode::Driver,

@@ -242,3 +242,52 @@ pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Reads the frames of a classic pcap file (any timestamps), for re-spacing with
+/// [`write_pcap`].
+pub fn read_pcap(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut reader = pcap_file::pcap::PcapReader::new(std::io::BufReader::new(file))
+        .with_context(|| format!("{} is not a classic pcap file", path.display()))?;
+    let mut frames = Vec::new();
+    while let Some(packet) = reader.next_packet() {
+        let packet = packet.with_context(|| format!("reading {}", path.display()))?;
+        frames.push(packet.data.into_owned());
+    }
+    Ok(frames)
+}
+
+/// Packets per bidirectional TCP/UDP 5-tuple (endpoints sorted) over Ethernet frames, counted
+/// with etherparse, independently of serveflow's parser; fragments and other frames are left
+/// out, as the XDP program passes them.
+pub fn flow_packet_counts(frames: &[Vec<u8>]) -> std::collections::HashMap<String, u64> {
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    let mut counts = std::collections::HashMap::new();
+    for frame in frames {
+        let Ok(sliced) = SlicedPacket::from_ethernet(frame) else {
+            continue;
+        };
+        let (src, dst) = match &sliced.net {
+            Some(NetSlice::Ipv4(ip)) if !ip.is_payload_fragmented() => (
+                std::net::IpAddr::from(ip.header().source_addr()),
+                std::net::IpAddr::from(ip.header().destination_addr()),
+            ),
+            Some(NetSlice::Ipv6(ip)) if !ip.is_payload_fragmented() => (
+                std::net::IpAddr::from(ip.header().source_addr()),
+                std::net::IpAddr::from(ip.header().destination_addr()),
+            ),
+            _ => continue,
+        };
+        let (proto, sport, dport) = match &sliced.transport {
+            Some(TransportSlice::Tcp(t)) => (6, t.source_port(), t.destination_port()),
+            Some(TransportSlice::Udp(u)) => (17, u.source_port(), u.destination_port()),
+            _ => continue,
+        };
+        let (a, b) = ((src, sport), (dst, dport));
+        let ((x, xp), (y, yp)) = if a <= b { (a, b) } else { (b, a) };
+        *counts
+            .entry(format!("{x}:{xp}-{y}:{yp}/{proto}"))
+            .or_default() += 1;
+    }
+    counts
+}

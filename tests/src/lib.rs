@@ -3,6 +3,7 @@
 //! and by `cargo xtask demo`.
 
 pub mod frames;
+pub mod live;
 pub mod netns;
 pub mod serveflow_bin;
 

@@ -7,41 +7,22 @@
     reason = "tests fail loudly on purpose"
 )]
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use serveflow_testbed::{
     frames::{smoke_capture, write_pcap},
+    live::{self, tmp},
     netns::is_root,
     serveflow_bin::{self, Running},
     VethPair,
 };
 
 fn summary(path: &std::path::Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(path).expect("summary written");
-    serde_json::from_str(&text).expect("summary is JSON")
-}
-
-fn tmp(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("serveflow-{}-{name}", std::process::id()))
-}
-
-fn start(bed: &VethPair, mode: &str, summary: &std::path::Path) -> Running {
-    start_with(bed, mode, summary, &["--no-steer"])
+    live::summary(path).unwrap()
 }
 
 fn start_with(bed: &VethPair, mode: &str, summary: &std::path::Path, extra: &[&str]) -> Running {
-    let mut cmd = bed.command(&bed.ns_a, serveflow_bin::path().unwrap().to_str().unwrap());
-    let verdicts = summary.with_extension("verdicts.jsonl");
-    cmd.args(["run", "-i", &bed.dev_a, "-m", mode, "--summary"])
-        .arg(summary)
-        .arg("--out")
-        .arg(verdicts)
-        .args(extra);
-    let mut running = Running::spawn(cmd).unwrap();
-    running
-        .wait_for("serveflow: ready", Duration::from_secs(30))
-        .unwrap();
-    running
+    live::start(bed, mode, summary, extra).unwrap()
 }
 
 fn exact_counts(mode: &str, queues: u32) {
@@ -50,14 +31,9 @@ fn exact_counts(mode: &str, queues: u32) {
     let pcap = tmp(&format!("smoke-{mode}.pcap"));
     write_pcap(&pcap, &capture.frames).unwrap();
     let summary_path = tmp(&format!("summary-{mode}.json"));
-    // Several queues: one worker per AF_XDP socket, forwarding flows between them.
-    let workers = queues.to_string();
-    let running = start_with(
-        &bed,
-        mode,
-        &summary_path,
-        &["--no-steer", "--workers", &workers],
-    );
+    // Several queues: one worker per AF_XDP socket (the default), forwarding flows between
+    // them.
+    let running = start_with(&bed, mode, &summary_path, &["--no-steer"]);
 
     bed.replay_from_b(&pcap, 2000).unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -79,6 +55,22 @@ fn exact_counts(mode: &str, queues: u32) {
         afxdp["skipped"].as_object().unwrap().is_empty(),
         "parser skipped frames the kernel redirected"
     );
+    let by_queue: Vec<u64> = afxdp["by_queue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(n)
+        .collect();
+    assert_eq!(by_queue.len() as u32, queues);
+    assert_eq!(by_queue.iter().sum::<u64>(), capture.tcp_udp_packets);
+    // Generic (skb) XDP on a veth sees every packet on queue 0; native XDP sees the queue the
+    // peer's TX hash picked.
+    if mode == "native" {
+        assert!(
+            by_queue.iter().all(|q| *q > 0),
+            "flows hash over every queue: {by_queue:?}"
+        );
+    }
 
     // The serving pipeline classified every flow exactly once.
     let serving = &s["serving"];
@@ -205,6 +197,16 @@ fn kernel_steers_only_the_packets_userspace_needs() {
     let body = String::from_utf8_lossy(&scrape.stdout);
     assert!(body.contains("200 OK"), "{body}");
     assert!(body.contains("serveflow_verdicts_total{stage="), "{body}");
+    for family in [
+        "serveflow_flows_total ",
+        "serveflow_escalated_total ",
+        "serveflow_fallbacks_total ",
+        "serveflow_slow_queue_depth ",
+        "serveflow_afxdp_drops_total{queue=\"0\",reason=\"rx_ring_full\"} 0",
+        "serveflow_link_up 1",
+    ] {
+        assert!(body.contains(family), "{family}: {body}");
+    }
     assert!(
         body.contains("serveflow_kernel_packets_total{slot=\"pass_enough_packets\"}"),
         "{body}"
@@ -268,216 +270,4 @@ fn afxdp_receives_exact_counts_skb_mode_multi_queue() {
         return;
     }
     exact_counts("skb", 2);
-}
-
-#[test]
-fn sigterm_detaches_and_second_instance_is_refused() {
-    if !is_root() {
-        eprintln!("SKIPPED: the netns test bed needs root");
-        return;
-    }
-    let bed = VethPair::new("term", 1).unwrap();
-    let summary_path = tmp("summary-term.json");
-    let running = start(&bed, "native", &summary_path);
-
-    let second = bed
-        .command(&bed.ns_a, serveflow_bin::path().unwrap().to_str().unwrap())
-        .args(["run", "-i", &bed.dev_a, "--duration", "1"])
-        .output()
-        .unwrap();
-    assert!(!second.status.success());
-    let err = String::from_utf8_lossy(&second.stderr);
-    assert!(
-        err.contains("already has an XDP program"),
-        "second instance: {err}"
-    );
-
-    let (code, stderr) = running.stop(libc::SIGTERM).unwrap();
-    assert_eq!(code, 0, "{}", stderr.join("\n"));
-    assert!(summary(&summary_path)["afxdp"]["packets"].is_u64());
-    let link = bed
-        .command(&bed.ns_a, "ip")
-        .args(["link", "show", &bed.dev_a])
-        .output()
-        .unwrap();
-    assert!(
-        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
-        "XDP still attached"
-    );
-    let _ = std::fs::remove_file(summary_path);
-}
-
-#[test]
-fn kill_9_leaves_nothing_attached_and_next_start_recovers() {
-    if !is_root() {
-        eprintln!("SKIPPED: the netns test bed needs root");
-        return;
-    }
-    let bed = VethPair::new("kill", 1).unwrap();
-    let summary_path = tmp("summary-kill.json");
-    let running = start(&bed, "native", &summary_path);
-    let (_, _) = running.stop(libc::SIGKILL).unwrap();
-    let link = bed
-        .command(&bed.ns_a, "ip")
-        .args(["link", "show", &bed.dev_a])
-        .output()
-        .unwrap();
-    assert!(
-        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
-        "bpf_link outlived the process"
-    );
-    // Stale pins remain; the next start removes them and runs normally.
-    let pins = std::path::Path::new("/sys/fs/bpf/serveflow_v2").join(&bed.dev_a);
-    assert!(pins.exists());
-    let again = start(&bed, "native", &summary_path);
-    let (code, stderr) = again.stop(libc::SIGINT).unwrap();
-    assert_eq!(code, 0, "{}", stderr.join("\n"));
-    assert!(!pins.exists());
-    let _ = std::fs::remove_file(summary_path);
-}
-
-/// Runs `outer... nsenter --net=NS -- inner... serveflow run -i IFACE extra...` in a fresh
-/// namespace, expects it to fail, and returns its stderr.
-fn run_fails(outer: &[&str], inner: &[&str], iface: &str, extra: &[&str]) -> String {
-    let bed = VethPair::new("err", 1).unwrap();
-    let bin = serveflow_bin::path().unwrap();
-    let mut argv: Vec<String> = outer.iter().map(|s| s.to_string()).collect();
-    argv.push("nsenter".into());
-    argv.push(format!("--net=/run/netns/{}", bed.ns_a));
-    argv.push("--".into());
-    argv.extend(inner.iter().map(|s| s.to_string()));
-    argv.push(bin.display().to_string());
-    argv.extend(["run", "-i", iface, "--duration", "1"].map(String::from));
-    argv.extend(extra.iter().map(|s| s.to_string()));
-    let out = Command::new(&argv[0]).args(&argv[1..]).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        !out.status.success(),
-        "expected failure, got success: {err}"
-    );
-    assert_eq!(
-        err.trim().lines().count(),
-        1,
-        "one-line error expected: {err}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
-#[test]
-fn bad_setups_give_one_line_errors() {
-    if !is_root() {
-        eprintln!("SKIPPED: the netns test bed needs root");
-        return;
-    }
-    let err = run_fails(&[], &[], "nope0", &[]);
-    assert!(
-        err.contains("no network interface named \"nope0\"") && err.contains("ip link"),
-        "{err}"
-    );
-
-    // Loopback has no native XDP support.
-    let err = run_fails(&[], &[], "lo", &["-m", "native"]);
-    assert!(
-        err.contains("cannot take XDP in native mode") && err.contains("-m skb"),
-        "{err}"
-    );
-
-    // No capabilities: root with an empty bounding set.
-    let err = run_fails(
-        &[],
-        &["setpriv", "--bounding-set=-all", "--inh-caps=-all"],
-        "lo",
-        &[],
-    );
-    assert!(
-        err.contains("missing capabilities")
-            && err.contains("CAP_BPF")
-            && err.contains("CAP_NET_ADMIN"),
-        "{err}"
-    );
-
-    // bpffs not mounted: unmounted in a private mount namespace only.
-    let err = run_fails(
-        &[
-            "unshare",
-            "--mount",
-            "--propagation=private",
-            "sh",
-            "-c",
-            "umount /sys/fs/bpf && exec \"$0\" \"$@\"",
-        ],
-        &[],
-        "lo",
-        &["-m", "skb"],
-    );
-    assert!(
-        err.contains("not a bpffs mount") && err.contains("mount -t bpf"),
-        "{err}"
-    );
-}
-
-/// The live path and capture replay are one pipeline: the same capture sent through the veth
-/// and `serveflow run`, and read by `serveflow replay`, gets the same label for >= 99% of flows
-/// (arrival jitter can move an inter-arrival statistic across a tree split).
-#[test]
-fn live_labels_equal_replay_labels() {
-    if !is_root() {
-        eprintln!("SKIPPED: the netns test bed needs root (run `cargo xtask test` as root)");
-        return;
-    }
-    let bed = VethPair::new("labels", 1).unwrap();
-    // 202 flows; sent at 1000 packets/s, the capture's own spacing (1 ms), so the
-    // inter-arrival statistics the models read are the capture's, up to tcpreplay's jitter.
-    let capture = smoke_capture(100, 100);
-    let pcap = tmp("labels.pcap");
-    write_pcap(&pcap, &capture.frames).unwrap();
-    let summary_path = tmp("summary-labels.json");
-    let running = start_with(&bed, "native", &summary_path, &[]);
-    bed.replay_from_b(&pcap, 1000).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let (code, stderr) = running.stop(libc::SIGINT).unwrap();
-    assert_eq!(code, 0, "{}", stderr.join("\n"));
-    let labels = |text: &str| -> std::collections::BTreeMap<String, String> {
-        text.lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                (
-                    format!(
-                        "{}:{}-{}:{}/{}",
-                        v["src"], v["sport"], v["dst"], v["dport"], v["proto"]
-                    ),
-                    v["label"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
-    };
-    let live =
-        labels(&std::fs::read_to_string(summary_path.with_extension("verdicts.jsonl")).unwrap());
-    let out = std::process::Command::new(serveflow_bin::path().unwrap())
-        .arg("replay")
-        .arg(&pcap)
-        .args(["--out", "-", "--no-pin"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let replay = labels(&String::from_utf8(out.stdout).unwrap());
-    assert_eq!(live.len() as u64, capture.flows);
-    assert_eq!(replay.len() as u64, capture.flows);
-    let same = live
-        .iter()
-        .filter(|(k, l)| replay.get(*k) == Some(l))
-        .count();
-    assert!(
-        same * 100 >= live.len() * 99,
-        "{same} of {} flows labeled alike\nlive: {live:?}\nreplay: {replay:?}",
-        live.len()
-    );
-    let _ = std::fs::remove_file(summary_path.with_extension("verdicts.jsonl"));
-    let _ = std::fs::remove_file(pcap);
-    let _ = std::fs::remove_file(summary_path);
 }

@@ -148,6 +148,7 @@ pub struct XskReceiver {
     mapping: Mapping,
     mode: BindMode,
     queue: u32,
+    received: u64,
 }
 
 // SAFETY: the receiver exclusively owns its rings and mapping; xdpilone's rings are Send, and
@@ -225,6 +226,7 @@ impl XskReceiver {
             mapping,
             mode,
             queue,
+            received: 0,
         })
     }
 
@@ -236,6 +238,11 @@ impl XskReceiver {
     /// The RX queue this socket serves.
     pub fn queue(&self) -> u32 {
         self.queue
+    }
+
+    /// Frames received so far.
+    pub fn received(&self) -> u64 {
+        self.received
     }
 
     /// The socket's fd, for the XSKS map.
@@ -268,6 +275,7 @@ impl XskReceiver {
             }
             batch.release();
         }
+        self.received += n as u64;
         if n > 0 {
             let mut fill = self.device.fill(n as u32);
             fill.insert(addrs[..n].iter().copied());

@@ -23,6 +23,8 @@ use crate::{
 
 /// How long to wait for packets before reporting idle.
 const IDLE_WAIT: Duration = Duration::from_millis(5);
+/// How often the sockets' kernel drop counters are copied into the live metrics.
+const STATISTICS_EVERY_NS: u64 = 100_000_000;
 
 /// The sockets as an iterator of [`Input`].
 pub struct LiveSource {
@@ -37,6 +39,8 @@ pub struct LiveSource {
     pub error: Option<AfXdpError>,
     /// Counts received frames for the live metrics.
     pub metrics: Option<Arc<crate::metrics::LiveMetrics>>,
+    /// When the drop counters were last read (ns since `started`).
+    statistics_at: u64,
 }
 
 impl LiveSource {
@@ -56,6 +60,7 @@ impl LiveSource {
             done: false,
             error: None,
             metrics: None,
+            statistics_at: 0,
         }
     }
 
@@ -75,8 +80,10 @@ impl LiveSource {
                 Ok(k) => {
                     n += k;
                     if let Some(m) = &self.metrics {
-                        m.received_packets
-                            .fetch_add(k as u64, std::sync::atomic::Ordering::Relaxed);
+                        m.received_packets.fetch_add(k as u64, Ordering::Relaxed);
+                        if let Some(q) = m.queues.get(socket.queue() as usize) {
+                            q.packets.fetch_add(k as u64, Ordering::Relaxed);
+                        }
                     }
                 }
                 Err(e) => {
@@ -84,7 +91,21 @@ impl LiveSource {
                 }
             }
         }
+        if ts_ns >= self.statistics_at + STATISTICS_EVERY_NS {
+            self.statistics_at = ts_ns;
+            self.publish_statistics();
+        }
         n
+    }
+
+    /// Copies each socket's kernel drop counters into the live metrics.
+    fn publish_statistics(&self) {
+        let Some(m) = &self.metrics else { return };
+        for socket in &self.sockets {
+            if let (Ok(s), Some(q)) = (socket.statistics(), m.queues.get(socket.queue() as usize)) {
+                q.set_drops(&s);
+            }
+        }
     }
 }
 

@@ -50,8 +50,11 @@ pub struct RunOptions {
     pub out: Option<PathBuf>,
     /// Report directory.
     pub report: Option<PathBuf>,
-    /// Pipeline settings (speed is ignored: live traffic comes at its own pace).
+    /// Pipeline settings (speed is ignored: live traffic comes at its own pace; 0 workers:
+    /// one per queue).
     pub pipeline: PipelineConfig,
+    /// Entries of the kernel's flow and verdict maps.
+    pub flow_map_entries: u32,
     /// Early-packet steering: the kernel passes a flow's packets once it is decided or has as
     /// many as the deepest stage needs. Off: every TCP/UDP packet reaches userspace.
     pub steer: bool,
@@ -137,6 +140,10 @@ pub struct RunSummary {
     pub kernel_flow_map: FlowMapTotals,
     /// Drops reported by the AF_XDP sockets (XDP_STATISTICS), summed.
     pub socket_drops: SocketStatistics,
+    /// Times the interface went down while serving.
+    pub link_down_events: u64,
+    /// The interface disappeared while serving (the run stopped early).
+    pub interface_gone: bool,
     /// The serving pipeline's summary (flows in, verdicts out, stages, latency).
     pub serving: serde_json::Value,
 }
@@ -156,6 +163,11 @@ pub struct UserspaceCounts {
     pub udp_flows: u64,
     /// Frames the parser skipped, by reason (should stay empty: the kernel filters first).
     pub skipped: BTreeMap<&'static str, u64>,
+    /// Frames of flows that already had their verdict (with steering: only those that
+    /// crossed the verdict-map update).
+    pub packets_after_verdict: u64,
+    /// Frames received per AF_XDP socket (RX queue 0, 1, ...).
+    pub by_queue: Vec<u64>,
 }
 
 /// Runs until SIGINT/SIGTERM or the duration, then prints (and optionally writes) a summary.
@@ -189,7 +201,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         None => Vec::new(),
     };
 
-    let mut program = XdpProgram::attach(&opts.interface, opts.mode)?;
+    let mut program = XdpProgram::attach(&opts.interface, opts.mode, opts.flow_map_entries)?;
     for (class, action) in &actions {
         program.set_class_action(*class, *action)?;
     }
@@ -214,6 +226,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     let steer = opts.steer;
     let metrics = LiveMetrics::new(
         cascade.classes.iter().map(|c| c.to_string()).collect(),
+        sockets.len(),
         pin_dir.clone(),
     );
     let hook_metrics = Arc::clone(&metrics);
@@ -234,6 +247,12 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
             Err(e) => log::warn!("no metrics endpoint: binding {addr}: {e}"),
         }
     }
+    watch_link(
+        iface.clone(),
+        Arc::clone(&metrics),
+        Arc::clone(&stop),
+        Arc::clone(&stop_side),
+    );
     if opts.status_interval_s > 0 {
         status_lines(
             Arc::clone(&metrics),
@@ -265,15 +284,15 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
                 counts.bytes += p.data.len() as u64;
             }
         }
+        counts.by_queue = source.sockets.iter().map(XskReceiver::received).collect();
         stop_side.store(true, std::sync::atomic::Ordering::Relaxed);
         let serving = serde_json::json!({ "drain_only": true });
         let summary = summarize(
             &mut program,
             &source.sockets,
-            xsk_mode,
-            queues,
-            started,
+            (xsk_mode, queues, started),
             counts,
+            &metrics,
             serving,
         )?;
         drop(source);
@@ -284,9 +303,14 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    // One worker per socket when asked for as many workers as queues: each drains its own
-    // queue and forwards other workers' flows; otherwise one source drains every socket.
-    let per_queue = opts.pipeline.workers > 1 && opts.pipeline.workers == sockets.len();
+    // One worker per socket (the default, or when asked for as many workers as queues): each
+    // drains its own queue and forwards other workers' flows; otherwise one source drains
+    // every socket and, with several workers, shards flows between them.
+    let workers = match opts.pipeline.workers {
+        0 => sockets.len(),
+        n => n,
+    };
+    let per_queue = workers > 1 && workers == sockets.len();
     let mut sources: Vec<LiveSource> = if per_queue {
         sockets
             .into_iter()
@@ -312,8 +336,10 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         );
     }
     let config = PipelineConfig {
+        workers,
         speed: Speed::Max,
         cpus: cpus.or_else(|| opts.pipeline.cpus.clone()),
+        progress: Some(Arc::clone(&metrics.progress)),
         ..opts.pipeline.clone()
     };
     let feed = match sources.as_mut_slice() {
@@ -329,15 +355,16 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         }
         sockets.append(&mut source.sockets);
     }
-    let counts = userspace_counts(&result);
+    sockets.sort_by_key(XskReceiver::queue);
+    let mut counts = userspace_counts(&result);
+    counts.by_queue = sockets.iter().map(XskReceiver::received).collect();
     let serving = replay::summary_json(&result, &[], &[], &[], &dir);
     let summary = summarize(
         &mut program,
         &sockets,
-        xsk_mode,
-        queues,
-        started,
+        (xsk_mode, queues, started),
         counts,
+        &metrics,
         serving,
     )?;
     drop(sockets);
@@ -362,7 +389,69 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     if let Some(e) = &result.output_error {
         anyhow::bail!("writing verdicts: {e}");
     }
+    if summary.interface_gone {
+        anyhow::bail!(
+            "{} disappeared while serving (the kernel detached XDP and unbound the sockets); every flow seen got its verdict and the summary was written",
+            iface.name
+        );
+    }
     Ok(())
+}
+
+/// How often the interface's state is checked.
+const LINK_POLL: Duration = Duration::from_millis(200);
+
+/// Watches the interface until `done`: a link that goes down is reported (status line,
+/// metrics) and served again when it comes back, since the program and sockets stay in place;
+/// an interface that disappears stops the run (`stop` set), because the kernel has detached
+/// the program and unbound the sockets with it.
+fn watch_link(
+    iface: system::Interface,
+    metrics: Arc<LiveMetrics>,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let spawned = std::thread::Builder::new()
+        .name("link".into())
+        .spawn(move || {
+            let mut down_since: Option<Instant> = None;
+            while !done.load(Relaxed) {
+                match system::link_state(&iface) {
+                    system::LinkState::Up => {
+                        if let Some(t) = down_since.take() {
+                            metrics.link_up.store(1, Relaxed);
+                            eprintln!(
+                                "serveflow: {} is up again after {:.1} s; serving",
+                                iface.name,
+                                t.elapsed().as_secs_f64()
+                            );
+                        }
+                    }
+                    system::LinkState::Down => {
+                        if down_since.is_none() {
+                            down_since = Some(Instant::now());
+                            metrics.link_up.store(0, Relaxed);
+                            metrics.link_down_events.fetch_add(1, Relaxed);
+                            eprintln!(
+                                "serveflow: {} went down; XDP and the sockets stay in place until it comes back",
+                                iface.name
+                            );
+                        }
+                    }
+                    system::LinkState::Gone => {
+                        metrics.link_up.store(0, Relaxed);
+                        eprintln!("serveflow: {} disappeared; stopping", iface.name);
+                        stop.store(true, Relaxed);
+                        return;
+                    }
+                }
+                std::thread::sleep(LINK_POLL);
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("the interface's state will not be watched: {e}");
+    }
 }
 
 /// Prints one status line per interval until `stop`.
@@ -378,6 +467,16 @@ fn status_lines(metrics: Arc<LiveMetrics>, stop: Arc<AtomicBool>, every: Duratio
                 }
                 next += every;
                 let [fast, slow, fallback] = metrics.verdicts_by_stage();
+                let p = &metrics.progress;
+                let drops: u64 = metrics
+                    .queues
+                    .iter()
+                    .flat_map(|q| q.drops[..3].iter())
+                    .map(|d| d.load(std::sync::atomic::Ordering::Relaxed))
+                    .sum();
+                let load = |a: &std::sync::atomic::AtomicU64| {
+                    a.load(std::sync::atomic::Ordering::Relaxed)
+                };
                 let kernel = crate::cmd::status::read(&metrics.pins)
                     .map(|s| {
                         let c = |n: &str| s.counters.get(n).copied().unwrap_or(0);
@@ -390,10 +489,12 @@ fn status_lines(metrics: Arc<LiveMetrics>, stop: Arc<AtomicBool>, every: Duratio
                     })
                     .unwrap_or_default();
                 eprintln!(
-                    "serveflow: status: {} packets received; verdicts fast {fast} slow {slow} fallback {fallback}; {kernel}",
-                    metrics
-                        .received_packets
-                        .load(std::sync::atomic::Ordering::Relaxed),
+                    "serveflow: status: {} packets received, {} socket drops; {} flows, {} escalated, slow queue {}; verdicts fast {fast} slow {slow} fallback {fallback}; {kernel}",
+                    load(&metrics.received_packets),
+                    drops,
+                    load(&p.flows),
+                    load(&p.escalated),
+                    load(&p.slow_queue_depth),
                 );
             }
         });
@@ -406,10 +507,9 @@ fn status_lines(metrics: Arc<LiveMetrics>, stop: Arc<AtomicBool>, every: Duratio
 fn summarize(
     program: &mut XdpProgram,
     sockets: &[XskReceiver],
-    xsk_mode: String,
-    queues: u32,
-    started: Instant,
+    (xsk_mode, queues, started): (String, u32, Instant),
     afxdp: UserspaceCounts,
+    metrics: &LiveMetrics,
     serving: serde_json::Value,
 ) -> anyhow::Result<RunSummary> {
     let kernel = program.counters()?;
@@ -430,6 +530,10 @@ fn summarize(
             .collect(),
         kernel_flow_map: program.flow_totals()?,
         socket_drops,
+        link_down_events: metrics
+            .link_down_events
+            .load(std::sync::atomic::Ordering::Relaxed),
+        interface_gone: system::link_state(program.interface()) == system::LinkState::Gone,
         serving,
     };
     program.detach();
@@ -445,6 +549,7 @@ fn userspace_counts(r: &pipeline::RunResult) -> UserspaceCounts {
         c.flows += w.flows.started;
         c.tcp_flows += w.tcp_flows;
         c.udp_flows += w.udp_flows;
+        c.packets_after_verdict += w.packets_after_verdict;
         for (k, v) in &w.skipped {
             *c.skipped.entry(k).or_default() += v;
         }

@@ -14,6 +14,7 @@
 
 pub mod cascade;
 pub mod output;
+pub mod progress;
 pub mod worker;
 
 use std::{
@@ -137,6 +138,9 @@ pub struct PipelineConfig {
     /// CPUs to place threads on (workers first, then the slow pool), e.g. the NIC's NUMA
     /// node; None: all of the machine's.
     pub cpus: Option<Vec<usize>>,
+    /// Where workers and pool threads publish running totals (live metrics); None: nowhere.
+    #[serde(skip)]
+    pub progress: Option<Arc<progress::Progress>>,
 }
 
 impl Default for PipelineConfig {
@@ -151,6 +155,7 @@ impl Default for PipelineConfig {
             pin: true,
             interval_ms: 1000,
             cpus: None,
+            progress: None,
         }
     }
 }
@@ -243,6 +248,7 @@ where
         clock,
         truth: truth.clone(),
         hook: hooks.as_ref().and_then(|make| make()),
+        progress: config.progress.clone(),
     };
     let ns = |ms: f64| (ms.max(0.0) * 1e6) as u64;
     let waits_ns = (ns(config.fast_wait_ms), ns(config.max_wait_ms));

@@ -6,6 +6,7 @@ use std::{path::PathBuf, sync::Arc, time::Instant};
 
 use crate::{
     labels::{class_of, FlowLabels, LabelKey},
+    pipeline::progress::Progress,
     report::ThreadStats,
     verdict::{Verdict, VerdictBuffer, VerdictHook},
 };
@@ -114,6 +115,8 @@ pub struct ThreadOutput {
     pub truth: Option<Arc<Truth>>,
     /// Told of every verdict (live: the kernel's verdict map).
     pub hook: Option<Box<dyn VerdictHook>>,
+    /// Running totals for live metrics, when someone reads them.
+    pub progress: Option<Arc<Progress>>,
 }
 
 impl std::fmt::Debug for dyn VerdictHook {

@@ -19,10 +19,14 @@ use crate::{
     pipeline::{
         cascade::{Cascade, ServeState},
         output::{ThreadOutput, Timing},
+        progress::Published,
     },
     slow_pool::{PoolHandle, Rejected, SlowJob},
     verdict::{StageKind, Trigger, Verdict},
 };
+
+/// Packets between two publications of a worker's counts.
+const PUBLISH_EVERY: u64 = 64;
 
 /// What a worker counted.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -47,6 +51,8 @@ pub struct WorkerCounters {
     pub fallback_stopped: u64,
     /// Packets whose processing panicked (counted, the worker goes on).
     pub panics: u64,
+    /// Frames of flows that already had their verdict.
+    pub packets_after_verdict: u64,
     /// Flow-table counters (started, ended by reason).
     pub flows: FlowCounters,
 }
@@ -83,7 +89,9 @@ pub struct Worker {
     tcp_flows: u64,
     udp_flows: u64,
     panics: u64,
+    packets_after_verdict: u64,
     last_t: u64,
+    published: Published,
 }
 
 impl Worker {
@@ -120,7 +128,9 @@ impl Worker {
             tcp_flows: 0,
             udp_flows: 0,
             panics: 0,
+            packets_after_verdict: 0,
             last_t: 0,
+            published: Published::default(),
         }
     }
 
@@ -135,6 +145,27 @@ impl Worker {
                 );
             }
         }
+        if self.packets.is_multiple_of(PUBLISH_EVERY) {
+            self.publish();
+        }
+    }
+
+    /// Adds this worker's new counts to the run's shared totals (live metrics).
+    fn publish(&mut self) {
+        let Some(progress) = self.decider.out.progress.clone() else {
+            return;
+        };
+        let flows = self.table.counters();
+        let now = Published {
+            packets: self.packets,
+            skipped: self.skipped.iter().sum(),
+            packets_after_verdict: self.packets_after_verdict,
+            flows: flows.started,
+            flows_evicted: flows.evicted,
+            escalated: self.decider.escalated,
+            fallbacks: self.decider.fallback_full + self.decider.fallback_stopped,
+        };
+        progress.publish(&mut self.published, now);
     }
 
     fn packet_inner(&mut self, p: &CapturedPacket) {
@@ -159,6 +190,7 @@ impl Worker {
             ended,
             tcp_flows,
             udp_flows,
+            packets_after_verdict,
             ..
         } = self;
         let file = p.file;
@@ -177,7 +209,9 @@ impl Worker {
                     flow.state.file = file;
                     decider.wait(flow, 0);
                 }
-                if !flow.state.done {
+                if flow.state.done {
+                    *packets_after_verdict += 1;
+                } else {
                     let next = usize::from(flow.state.next);
                     if flow.packets >= decider.cascade.packets(next) {
                         decider.decide(flow, Trigger::Packets, t, wall);
@@ -221,6 +255,7 @@ impl Worker {
             let wall = clock.wall();
             self.run_deadlines(wall, wall);
         }
+        self.publish();
     }
 
     /// Input ended: pending timeouts fire (at their time on the virtual clock), then every
@@ -242,6 +277,7 @@ impl Worker {
                 decider.decide(&mut flow, Trigger::End, at, wall);
             }
         });
+        self.publish();
         let mut skipped = std::collections::BTreeMap::new();
         for s in Skip::ALL {
             if self.skipped[s as usize] > 0 {
@@ -259,6 +295,7 @@ impl Worker {
             fallback_full: self.decider.fallback_full,
             fallback_stopped: self.decider.fallback_stopped,
             panics: self.panics,
+            packets_after_verdict: self.packets_after_verdict,
             flows: self.table.counters(),
         };
         self.decider.out.lines.flush();

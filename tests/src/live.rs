@@ -1,0 +1,89 @@
+//! Driving `serveflow run` on a [`VethPair`] from the live integration tests.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+
+use crate::{
+    serveflow_bin::{self, Running},
+    VethPair,
+};
+
+/// A per-process scratch path under the temp dir.
+pub fn tmp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("serveflow-{}-{name}", std::process::id()))
+}
+
+/// Reads a run's `--summary` JSON.
+pub fn summary(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Starts `serveflow run` on `bed`'s serving end in XDP `mode` with its summary at `summary`
+/// and verdict lines beside it (`<summary>.verdicts.jsonl`), plus `extra` arguments, and waits
+/// until it is ready.
+pub fn start(
+    bed: &VethPair,
+    mode: &str,
+    summary: &Path,
+    extra: &[&str],
+) -> anyhow::Result<Running> {
+    let bin = serveflow_bin::path()?;
+    let mut cmd = bed.command(&bed.ns_a, &bin.display().to_string());
+    cmd.args(["run", "-i", &bed.dev_a, "-m", mode, "--summary"])
+        .arg(summary)
+        .arg("--out")
+        .arg(verdicts_path(summary))
+        .args(extra);
+    let mut running = Running::spawn(cmd)?;
+    running.wait_for("serveflow: ready", Duration::from_secs(30))?;
+    Ok(running)
+}
+
+/// Where [`start`] writes the verdict lines of the run whose summary is at `summary`.
+pub fn verdicts_path(summary: &Path) -> PathBuf {
+    summary.with_extension("verdicts.jsonl")
+}
+
+/// The verdict lines of a run, parsed.
+pub fn verdicts(summary: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
+    let path = verdicts_path(summary);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .map(|l| serde_json::from_str(l).with_context(|| format!("verdict line {l}")))
+        .collect()
+}
+
+/// A verdict's flow as `src:sport-dst:dport/proto`.
+pub fn flow_of(v: &serde_json::Value) -> String {
+    format!(
+        "{}:{}-{}:{}/{}",
+        v["src"], v["sport"], v["dst"], v["dport"], v["proto"]
+    )
+}
+
+/// Whether the XDP program is still attached to the serving end.
+pub fn xdp_attached(bed: &VethPair) -> anyhow::Result<bool> {
+    let link = bed
+        .command(&bed.ns_a, "ip")
+        .args(["link", "show", &bed.dev_a])
+        .output()?;
+    Ok(String::from_utf8_lossy(&link.stdout).contains("xdp"))
+}
+
+/// The instance's pin directory for the serving end.
+pub fn pin_dir(bed: &VethPair) -> PathBuf {
+    Path::new("/sys/fs/bpf/serveflow_v2").join(&bed.dev_a)
+}
+
+/// Removes a run's summary and verdict files.
+pub fn remove_outputs(summary: &Path) {
+    let _ = std::fs::remove_file(verdicts_path(summary));
+    let _ = std::fs::remove_file(summary);
+}

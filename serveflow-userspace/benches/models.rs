@@ -37,15 +37,11 @@ fn packets() -> Vec<CapturedPacket> {
     synthetic::tcp_flows(5_000, 10)
 }
 
-/// The feature rows of every flow in `packets` under `spec`.
-fn rows(packets: &[CapturedPacket], spec: FeatureSpec) -> Vec<Vec<f32>> {
+/// The feature state of every flow in `packets` under `spec`, at its end.
+fn states(packets: &[CapturedPacket], spec: FeatureSpec) -> Vec<FeatureState> {
     let mut table: FlowTable<FeatureState> = FlowTable::new(FlowConfig::default(), spec);
     let mut out = Vec::new();
-    let mut on_end = |flow: serveflow::flow::Flow<FeatureState>, _| {
-        let mut v = Vec::new();
-        flow.state.values(&mut v);
-        out.push(v);
-    };
+    let mut on_end = |flow: serveflow::flow::Flow<FeatureState>, _| out.push(flow.state);
     for p in packets {
         if let Ok(parsed) = parse::parse_link(p.link, &p.data) {
             table.observe(p.ts_ns, &parsed, &mut on_end);
@@ -53,6 +49,18 @@ fn rows(packets: &[CapturedPacket], spec: FeatureSpec) -> Vec<Vec<f32>> {
     }
     table.flush(&mut on_end);
     out
+}
+
+/// The feature rows of every flow in `packets` under `spec`.
+fn rows(packets: &[CapturedPacket], spec: FeatureSpec) -> Vec<Vec<f32>> {
+    states(packets, spec)
+        .iter()
+        .map(|s| {
+            let mut v = Vec::new();
+            s.values(&mut v);
+            v
+        })
+        .collect()
 }
 
 fn bench(c: &mut Criterion) {
@@ -84,6 +92,23 @@ fn bench(c: &mut Criterion) {
                         .model
                         .predict(black_box(&fast_rows[i]), &mut out);
                     black_box(&out);
+                })
+            },
+        );
+
+        // Writing one flow's slow-stage row (what a worker does per escalated flow).
+        let slow_states = states(&packets, models.slow.features);
+        let mut row = Vec::with_capacity(models.slow.model.features());
+        let mut k = 0;
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(
+            format!("slow_row ({} values)", models.slow.model.features()),
+            |b| {
+                b.iter(|| {
+                    k = (k + 1) % slow_states.len();
+                    row.clear();
+                    black_box(&slow_states[k]).values(&mut row);
+                    black_box(&row);
                 })
             },
         );

@@ -243,12 +243,18 @@ pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads the frames of a classic pcap file (any timestamps), for re-spacing with
-/// [`write_pcap`].
+/// Reads the frames of a classic pcap file of Ethernet frames (any timestamps), for
+/// re-spacing with [`write_pcap`].
 pub fn read_pcap(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut reader = pcap_file::pcap::PcapReader::new(std::io::BufReader::new(file))
         .with_context(|| format!("{} is not a classic pcap file", path.display()))?;
+    anyhow::ensure!(
+        reader.header().datalink == pcap_file::DataLink::ETHERNET,
+        "{}: link type {:?}, not Ethernet",
+        path.display(),
+        reader.header().datalink
+    );
     let mut frames = Vec::new();
     while let Some(packet) = reader.next_packet() {
         let packet = packet.with_context(|| format!("reading {}", path.display()))?;

@@ -3,15 +3,17 @@
 //! The sender (tcpreplay in the peer namespace, on this same machine) replays a capture of
 //! 2-packet UDP flows in loops with `--unique-ip`, so every loop is new flows. First the
 //! sender's own ceiling is measured with nothing attached; then, for each offered rate,
-//! `serveflow run` (release, bundled models, one worker, one slow thread) classifies what
+//! `serveflow run` (release, bundled models, one queue and worker, one slow thread) classifies what
 //! arrives and the run counts as zero-loss when every flow sent got its verdict and no socket
-//! dropped a frame.
+//! dropped a frame. Last, the AF_XDP packet rate at the sender's top speed, classifying every
+//! packet against draining only, on those 2-packet flows and on real traffic (nDPI's captures
+//! from ../shared/data, when present).
 
 use std::{path::Path, time::Duration};
 
 use anyhow::Context as _;
 use serveflow_testbed::{
-    frames::{udp4, write_pcap},
+    frames::{flow_packet_counts, read_pcap, udp4, write_pcap},
     serveflow_bin::Running,
     VethPair,
 };
@@ -93,6 +95,34 @@ fn serve_while(
     Ok((sent, s))
 }
 
+/// The Ethernet pcap captures of nDPI's test suite in ../shared/data (fuzzed ones left out),
+/// their frames that fit a 1500-byte MTU, as one capture: (path, packets, flows). None when
+/// the data is absent.
+fn real_mix(out_dir: &Path) -> anyhow::Result<Option<(std::path::PathBuf, u64, u64)>> {
+    let dir = root().join("../shared/data/ndpi/pcap");
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let mut names: Vec<_> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "pcap") && !p.to_string_lossy().contains("fuzz")
+        })
+        .collect();
+    names.sort();
+    let mut frames = Vec::new();
+    for path in names {
+        // pcapng files named .pcap and other link types are skipped.
+        if let Ok(f) = read_pcap(&path) {
+            frames.extend(f.into_iter().filter(|f| f.len() <= 1514));
+        }
+    }
+    let flows = flow_packet_counts(&frames).len() as u64;
+    let path = out_dir.join("ndpi-mix.pcap");
+    write_pcap(&path, &frames)?;
+    Ok(Some((path, frames.len() as u64, flows)))
+}
+
 pub fn run() -> anyhow::Result<()> {
     let bin = crate::build_serveflow()?;
     let out_dir = root().join("target/live-bench");
@@ -155,28 +185,56 @@ pub fn run() -> anyhow::Result<()> {
         }));
     }
     // AF_XDP packet rate at the sender's top speed: serveflow classifying every packet
-    // (--no-steer) against the same sockets drained with no processing (--drain-only).
-    let mut rates = Vec::new();
-    for (name, flag) in [
-        ("drain-only (copy-mode ceiling)", "--drain-only"),
-        ("serveflow, every packet classified", "--no-steer"),
-    ] {
-        let summary = out_dir.join("summary-rate.json");
-        let ((sent, secs), s) = serve_while(&bed, &bin, &summary, &[flag], || {
-            tcpreplay(&bed, &pcap, None, 100)
-        })?;
-        let received = s["afxdp"]["packets"].as_u64().unwrap_or(0);
-        let rate = received as f64 / secs.max(1e-9);
-        eprintln!("xtask: {name}: sender {sent} packets in {secs:.2} s, received {received}: {rate:.0} packets/s");
-        rates.push(serde_json::json!({"receiver": name, "sent": sent, "seconds": secs, "received": received, "packets_per_s": rate}));
+    // (--no-steer) against the same sockets drained with no processing (--drain-only), for the
+    // 2-packet flows above (every packet an early packet of a new flow: the worst case) and,
+    // where ../shared/data is present, for real traffic (nDPI's captures, ~12 packets a flow).
+    let mut workloads = vec![("udp 2-packet flows", pcap.clone(), 100u64)];
+    match real_mix(&out_dir) {
+        Ok(Some((mix, packets, flows))) => {
+            eprintln!("xtask: real traffic mix: {packets} packets in {flows} flows from nDPI's Ethernet captures");
+            workloads.push(("nDPI captures", mix, (1_000_000 / packets.max(1)).max(1)));
+        }
+        Ok(None) => eprintln!("xtask: ../shared/data is absent: no real-traffic packet rate"),
+        Err(e) => eprintln!("xtask: no real-traffic packet rate: {e:#}"),
     }
-    if let [drain, serve] = rates.as_slice() {
-        let ratio = serve["packets_per_s"].as_f64().unwrap_or(0.0)
-            / drain["packets_per_s"].as_f64().unwrap_or(1.0).max(1e-9);
+    let mut rates = Vec::new();
+    for (workload, capture, loops) in &workloads {
+        let (sent, secs) = tcpreplay(&bed, capture, None, *loops)?;
         eprintln!(
-            "xtask: AF_XDP packet rate with classification = {:.0}% of the drain-only ceiling",
-            ratio * 100.0
+            "xtask: {workload}: sender alone (nothing attached): {:.0} packets/s",
+            sent as f64 / secs.max(1e-9)
         );
+        rates.push(serde_json::json!({"workload": workload, "receiver": "none (sender alone)", "sent": sent, "seconds": secs, "received": 0, "packets_per_s": sent as f64 / secs.max(1e-9)}));
+        let mut pair = Vec::new();
+        for (name, flags) in [
+            (
+                "drain-only (copy-mode ceiling)",
+                &["--drain-only", "--no-steer"][..],
+            ),
+            ("serveflow, every packet classified", &["--no-steer"][..]),
+        ] {
+            let summary = out_dir.join("summary-rate.json");
+            let ((sent, secs), s) = serve_while(&bed, &bin, &summary, flags, || {
+                tcpreplay(&bed, capture, None, *loops)
+            })?;
+            // Only TCP/UDP frames are redirected; the captures' ARP, ICMP and the like pass.
+            let received = s["afxdp"]["packets"].as_u64().unwrap_or(0);
+            let rate = received as f64 / secs.max(1e-9);
+            eprintln!("xtask: {workload}: {name}: sender {sent} packets in {secs:.2} s, received {received}: {rate:.0} packets/s");
+            pair.push(rate);
+            let drops = s["socket_drops"]["rx_dropped"].as_u64().unwrap_or(0)
+                + s["socket_drops"]["rx_ring_full"].as_u64().unwrap_or(0)
+                + s["socket_drops"]["rx_fill_ring_empty_descs"]
+                    .as_u64()
+                    .unwrap_or(0);
+            rates.push(serde_json::json!({"workload": workload, "receiver": name, "sent": sent, "seconds": secs, "received": received, "socket_drops": drops, "packets_per_s": rate}));
+        }
+        if let [drain, serve] = pair.as_slice() {
+            eprintln!(
+                "xtask: {workload}: AF_XDP packet rate with classification = {:.0}% of the drain-only ceiling",
+                serve / drain.max(1e-9) * 100.0
+            );
+        }
     }
     let result = serde_json::json!({
         "command": "cargo xtask live-bench",

@@ -158,11 +158,10 @@ impl FeatureState {
             stats.values(out);
         }
         if let Some(opts) = spec.nprint {
-            let mut bits = Vec::with_capacity(opts.bits_per_packet() * spec.packets as usize);
+            out.reserve(opts.bits_per_packet() * spec.packets as usize);
             for i in 0..spec.packets as usize {
-                nprint::encode_packet(self.headers.get(i), opts, &mut bits);
+                nprint::encode_packet(self.headers.get(i), opts, out);
             }
-            out.extend(bits.into_iter().map(f32::from));
         }
     }
 

@@ -115,19 +115,48 @@ const IPV6_FIELDS: &[(&str, usize)] = &[
     ("dst", 128),
 ];
 
-/// Appends `bytes` as bits (MSB first), then -1 up to `width` bytes.
-fn push_bits(bytes: &[u8], width: usize, out: &mut Vec<i8>) {
-    let present = bytes.len().min(width);
-    for byte in &bytes[..present] {
-        for shift in (0..8).rev() {
-            out.push(((byte >> shift) & 1) as i8);
-        }
-    }
-    out.extend(std::iter::repeat_n(-1i8, (width - present) * 8));
+/// A type nPrint values are written as: 1, 0, and -1 where a header (or its part) is absent.
+/// `i8` for compact tables, `f32` for model rows, written directly without a second pass.
+pub trait BitValue: Copy {
+    /// A set bit.
+    const ONE: Self;
+    /// A clear (or masked) bit.
+    const ZERO: Self;
+    /// A bit the packet does not have.
+    const ABSENT: Self;
 }
 
-fn push_absent(width: usize, out: &mut Vec<i8>) {
-    out.extend(std::iter::repeat_n(-1i8, width * 8));
+impl BitValue for i8 {
+    const ONE: Self = 1;
+    const ZERO: Self = 0;
+    const ABSENT: Self = -1;
+}
+
+impl BitValue for f32 {
+    const ONE: Self = 1.0;
+    const ZERO: Self = 0.0;
+    const ABSENT: Self = -1.0;
+}
+
+/// Appends `bytes` as bits (MSB first), then -1 up to `width` bytes.
+fn push_bits<T: BitValue>(bytes: &[u8], width: usize, out: &mut Vec<T>) {
+    let present = bytes.len().min(width);
+    out.reserve(width * 8);
+    for &byte in &bytes[..present] {
+        // A fixed-length map: extend reserves once and writes without per-bit checks.
+        out.extend((0..8).rev().map(|shift| {
+            if (byte >> shift) & 1 == 1 {
+                T::ONE
+            } else {
+                T::ZERO
+            }
+        }));
+    }
+    out.resize(out.len() + (width - present) * 8, T::ABSENT);
+}
+
+fn push_absent<T: BitValue>(width: usize, out: &mut Vec<T>) {
+    out.resize(out.len() + width * 8, T::ABSENT);
 }
 
 /// Bit ranges that `masked` zeroes, relative to their section: IPv4 checksum, source and
@@ -139,21 +168,30 @@ const UDP_MASKED: &[(usize, usize)] = &[(48, 64)];
 const IPV6_MASKED: &[(usize, usize)] = &[(64, 320)];
 
 /// Appends `bytes` as bits like [`push_bits`], zeroing the present bits in `masked`.
-fn push_section(bytes: &[u8], width: usize, masked: Option<&[(usize, usize)]>, out: &mut Vec<i8>) {
+fn push_section<T: BitValue>(
+    bytes: &[u8],
+    width: usize,
+    masked: Option<&[(usize, usize)]>,
+    out: &mut Vec<T>,
+) {
     let start = out.len();
     push_bits(bytes, width, out);
     for (first, last) in masked.unwrap_or_default() {
         let end = (start + last).min(start + bytes.len().min(width) * 8);
         for bit in out.get_mut(start + first..end).unwrap_or_default() {
-            *bit = 0;
+            *bit = T::ZERO;
         }
     }
 }
 
 /// Appends one packet's values (or all -1 for `None`, a packet the flow never had).
-pub fn encode_packet(snap: Option<&HeaderSnapshot>, opts: NprintOptions, out: &mut Vec<i8>) {
+pub fn encode_packet<T: BitValue>(
+    snap: Option<&HeaderSnapshot>,
+    opts: NprintOptions,
+    out: &mut Vec<T>,
+) {
     let Some(s) = snap else {
-        out.extend(std::iter::repeat_n(-1i8, opts.bits_per_packet()));
+        out.resize(out.len() + opts.bits_per_packet(), T::ABSENT);
         return;
     };
     let mask = |ranges: &'static [(usize, usize)]| opts.masked.then_some(ranges);
@@ -216,7 +254,7 @@ mod tests {
         ]);
         let p = parse_ethernet(&frame).unwrap();
         let snap = HeaderSnapshot::new(0, &p, Direction::Forward, 0);
-        let mut out = Vec::new();
+        let mut out = Vec::<i8>::new();
         encode_packet(Some(&snap), NprintOptions::default(), &mut out);
         assert_eq!(out.len(), 1024);
 
@@ -276,7 +314,7 @@ mod tests {
             payload_bytes: 4,
             masked: false,
         };
-        let mut out = Vec::new();
+        let mut out = Vec::<i8>::new();
         encode_packet(Some(&snap), opts, &mut out);
         encode_packet(None, opts, &mut out);
         assert_eq!(out.len(), 2 * opts.bits_per_packet());
@@ -330,7 +368,7 @@ mod tests {
                 masked: true,
                 ..plain
             };
-            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let (mut a, mut b) = (Vec::<i8>::new(), Vec::<i8>::new());
             encode_packet(Some(&snap), plain, &mut a);
             encode_packet(Some(&snap), masked, &mut b);
             assert_eq!(a.len(), b.len());

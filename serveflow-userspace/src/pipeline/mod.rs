@@ -13,6 +13,7 @@
 //! to the same worker).
 
 pub mod cascade;
+pub mod deadlines;
 pub mod output;
 pub mod progress;
 pub mod worker;

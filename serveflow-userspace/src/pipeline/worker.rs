@@ -7,7 +7,7 @@
 //! waited long enough for the next stage's packets (counted from its first packet: the inline
 //! stages' wait, then the slow stage's), or when it ends, whichever comes first.
 
-use std::{cmp::Reverse, collections::BinaryHeap, sync::Arc};
+use std::sync::Arc;
 
 use serveflow_common::FlowKey;
 
@@ -18,6 +18,7 @@ use crate::{
     parse::{self, Skip},
     pipeline::{
         cascade::{Cascade, ServeState},
+        deadlines::{Deadlines, Lane},
         output::{ThreadOutput, Timing},
         progress::Published,
     },
@@ -65,8 +66,8 @@ struct Decider {
     /// ... and for the slow stage's.
     slow_wait_ns: u64,
     /// (deadline, key, first_seen_ns, stage) of flows waiting for a stage's packets, earliest
-    /// first (capture timestamps are not always in order, so a heap rather than a queue).
-    deadlines: BinaryHeap<Reverse<(u64, FlowKey, u64, u8)>>,
+    /// first.
+    deadlines: Deadlines<(u64, FlowKey, u64, u8)>,
     pool: PoolHandle,
     out: ThreadOutput,
     row: Vec<f32>,
@@ -110,7 +111,7 @@ impl Worker {
                 cascade,
                 inline_wait_ns: waits_ns.0,
                 slow_wait_ns: waits_ns.1,
-                deadlines: BinaryHeap::new(),
+                deadlines: Deadlines::default(),
                 pool,
                 out,
                 row: Vec::new(),
@@ -207,7 +208,11 @@ impl Worker {
                     }
                     flow.state.t_first = t;
                     flow.state.file = file;
-                    decider.wait(flow, 0);
+                    // A first stage that needs more than this packet sets the flow's wait;
+                    // one that decides on it needs no deadline (fewer heap entries per flow).
+                    if flow.packets < decider.cascade.packets(0) {
+                        decider.wait(flow, 0);
+                    }
                 }
                 if flow.state.done {
                     *packets_after_verdict += 1;
@@ -229,8 +234,7 @@ impl Worker {
     /// Decides flows whose wait ran out by latency-clock time `t`.
     fn run_deadlines(&mut self, t: u64, wall: u64) {
         let virtual_time = self.decider.out.clock.is_virtual();
-        while let Some(&Reverse((deadline, key, first_seen, stage))) = self.decider.deadlines.peek()
-        {
+        while let Some(&(deadline, key, first_seen, stage)) = self.decider.deadlines.peek() {
             if deadline > t {
                 break;
             }
@@ -317,8 +321,13 @@ impl Decider {
     /// Registers the flow's wait for stage `stage`.
     fn wait(&mut self, flow: &Flow<ServeState>, stage: u8) {
         let d = self.deadline(flow, stage);
+        let lane = if usize::from(stage) < self.cascade.inline.len() {
+            Lane::Inline
+        } else {
+            Lane::Slow
+        };
         self.deadlines
-            .push(Reverse((d, flow.key, flow.first_seen_ns, stage)));
+            .push(lane, (d, flow.key, flow.first_seen_ns, stage));
     }
 
     /// Runs stages from the flow's next one until one is confident, the flow must wait for

@@ -12,7 +12,7 @@ use serveflow::{
         extract::{ExtractOptions, Format},
         models::ModelsOptions,
         replay::ReplayOptions,
-        run::RunOptions,
+        run::{RssMode, RunOptions},
     },
     features::FeatureSpec,
     flow::FlowConfig,
@@ -100,6 +100,11 @@ enum Command {
         /// Receive and count only (no parsing, no models): the interface's AF_XDP ceiling.
         #[arg(long)]
         drain_only: bool,
+        /// With a worker per queue, which one owns a flow: `auto` asks the driver whether
+        /// its RSS is symmetric (then each worker owns its queue's flows), else workers
+        /// forward packets to the flow's owner by hash.
+        #[arg(long, value_enum, default_value_t = RssMode::Auto)]
+        rss: RssMode,
     },
     /// Live counters of running instances from their pinned maps (kernel outcomes, flow map,
     /// decided flows, steering).
@@ -354,6 +359,7 @@ fn main() -> ExitCode {
             status_interval,
             config,
             drain_only,
+            rss,
         } => {
             let metrics = match metrics.as_str() {
                 "off" => None,
@@ -405,6 +411,7 @@ fn main() -> ExitCode {
                 status_interval_s: status_interval,
                 config,
                 drain_only,
+                rss,
             })
         }
         Command::Status { interface, json } => {

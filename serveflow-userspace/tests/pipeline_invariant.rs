@@ -246,7 +246,10 @@ fn per_worker_sources_forward_flows_to_their_owner() {
     let r = pipeline::run(
         cascade(Mode::Cascade),
         &config,
-        Feed::PerWorker(vec![source(a), source(b)]),
+        Feed::PerWorker {
+            sources: vec![source(a), source(b)],
+            symmetric: false,
+        },
         &out,
         None,
         None,

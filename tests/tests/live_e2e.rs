@@ -39,13 +39,13 @@ fn labels(lines: &[serde_json::Value]) -> BTreeMap<String, String> {
 /// Sends `frames` (re-spaced 1 ms apart, and sent at 1000 packets/s, so the inter-arrival
 /// statistics the models read are the capture's up to tcpreplay's jitter) through the test
 /// bed and checks the run against the capture and against `serveflow replay`.
-fn end_to_end(tag: &str, frames: &[Vec<u8>]) {
+fn end_to_end(tag: &str, frames: &[Vec<u8>], extra: &[&str]) {
     let bed = VethPair::new(tag, QUEUES).unwrap();
     let pcap = tmp(&format!("{tag}.pcap"));
     write_pcap(&pcap, frames).unwrap();
     let per_flow = flow_packet_counts(frames);
     let summary_path = tmp(&format!("summary-{tag}.json"));
-    let running = live::start(&bed, "native", &summary_path, &[]).unwrap();
+    let running = live::start(&bed, "native", &summary_path, extra).unwrap();
     bed.replay_from_b(&pcap, 1000).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let (code, stderr) = running.stop(libc::SIGINT).unwrap();
@@ -54,6 +54,12 @@ fn end_to_end(tag: &str, frames: &[Vec<u8>]) {
 
     // Several queues, each drained by its own worker.
     assert_eq!(n(&s["queues"]), u64::from(QUEUES));
+    let ownership = if extra.contains(&"symmetric") {
+        "queue"
+    } else {
+        "hash"
+    };
+    assert_eq!(s["flow_ownership"], ownership);
     let by_queue: Vec<u64> = s["afxdp"]["by_queue"]
         .as_array()
         .unwrap()
@@ -136,7 +142,23 @@ fn smoke_capture_end_to_end_on_four_queues() {
         eprintln!("SKIPPED: the netns test bed needs root (run `cargo xtask test` as root)");
         return;
     }
-    end_to_end("e2e-smoke", &smoke_capture(100, 100).frames);
+    end_to_end("e2e-smoke", &smoke_capture(100, 100).frames, &[]);
+}
+
+/// The same with each worker owning the flows of its own queue (`--rss symmetric`): veth picks
+/// the queue by the sender's flow hash, which is the same for both directions, so no packet
+/// needs forwarding and every flow still meets in one worker.
+#[test]
+fn smoke_capture_end_to_end_with_queue_owned_flows() {
+    if !is_root() {
+        eprintln!("SKIPPED: the netns test bed needs root (run `cargo xtask test` as root)");
+        return;
+    }
+    end_to_end(
+        "e2e-sym",
+        &smoke_capture(100, 100).frames,
+        &["--rss", "symmetric"],
+    );
 }
 
 /// A real capture: nDPI's 1kxun.pcap (1,723 packets, ~200 TCP and UDP flows of a video
@@ -159,5 +181,5 @@ fn real_capture_end_to_end_on_four_queues() {
         .into_iter()
         .filter(|f| f.len() <= 1514)
         .collect();
-    end_to_end("e2e-1kxun", &frames);
+    end_to_end("e2e-1kxun", &frames, &[]);
 }

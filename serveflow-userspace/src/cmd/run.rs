@@ -24,7 +24,10 @@ use crate::{
     model::{bundled, dir::ModelDir},
     pipeline::{self, cascade::Cascade, Feed, PipelineConfig, Speed},
     report::files,
-    system,
+    system::{
+        self,
+        rss::{self, RssSymmetry},
+    },
     verdict::{HookFactory, VerdictHook, VerdictOutput},
     xdp::{AttachMode, FlowMapTotals, VerdictMap, XdpProgram},
 };
@@ -67,6 +70,22 @@ pub struct RunOptions {
     /// Receive and count only, no parsing or classification: the AF_XDP ceiling of the
     /// interface, for benchmarks.
     pub drain_only: bool,
+    /// Which worker owns a flow when there is one per queue.
+    pub rss: RssMode,
+}
+
+/// `serveflow run --rss`: which worker owns a flow when each RX queue has its own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RssMode {
+    /// Ask the driver: queue ownership when it reports symmetric RSS, forwarding otherwise.
+    #[default]
+    Auto,
+    /// The NIC sends both directions of a flow to one queue (say so when the driver cannot):
+    /// each worker owns what its queue delivers, nothing is forwarded.
+    Symmetric,
+    /// Workers own flows by serveflow's own hash and forward what arrives on the wrong queue
+    /// (always correct).
+    Forward,
 }
 
 /// `serveflow run --config FILE`:
@@ -130,6 +149,10 @@ pub struct RunSummary {
     pub xsk_mode: String,
     /// AF_XDP sockets (one per RX queue).
     pub queues: u32,
+    /// How flows were given to workers: `single` (one worker), `hash` (sharded by serveflow's
+    /// hash, packets forwarded to their owner) or `queue` (symmetric RSS: each worker owns its
+    /// queue's flows).
+    pub flow_ownership: &'static str,
     /// Seconds between ready and stop.
     pub seconds: f64,
     /// What userspace received.
@@ -342,9 +365,24 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         progress: Some(Arc::clone(&metrics.progress)),
         ..opts.pipeline.clone()
     };
+    let symmetric = per_queue
+        && match opts.rss {
+            RssMode::Symmetric => true,
+            RssMode::Forward => false,
+            RssMode::Auto => match rss::rss_symmetry(&iface.name) {
+                RssSymmetry::Symmetric(why) => {
+                    eprintln!("serveflow: {} hashes flows symmetrically ({why}): each worker owns its queue's flows", iface.name);
+                    true
+                }
+                RssSymmetry::Asymmetric | RssSymmetry::Unknown => false,
+            },
+        };
     let feed = match sources.as_mut_slice() {
         [one] => Feed::Shared(one),
-        many => Feed::PerWorker(many.iter_mut().collect()),
+        many => Feed::PerWorker {
+            sources: many.iter_mut().collect(),
+            symmetric,
+        },
     };
     let result = pipeline::run(cascade, &config, feed, &verdicts, None, Some(hooks));
     stop_side.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -359,7 +397,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     let mut counts = userspace_counts(&result);
     counts.by_queue = sockets.iter().map(XskReceiver::received).collect();
     let serving = replay::summary_json(&result, &[], &[], &[], &dir);
-    let summary = summarize(
+    let mut summary = summarize(
         &mut program,
         &sockets,
         (xsk_mode, queues, started),
@@ -368,6 +406,11 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         serving,
     )?;
     drop(sockets);
+    summary.flow_ownership = match (workers, symmetric) {
+        (1, _) => "single",
+        (_, true) => "queue",
+        (_, false) => "hash",
+    };
 
     print_summary(&summary);
     replay::print_summary(&result, &summary.serving, &mut std::io::stderr().lock())?;
@@ -522,6 +565,7 @@ fn summarize(
         xdp_mode: program.mode().to_string(),
         xsk_mode,
         queues,
+        flow_ownership: "none",
         seconds: started.elapsed().as_secs_f64(),
         afxdp,
         kernel_counters: XdpCounter::ALL

@@ -133,7 +133,11 @@ mod tests {
             } else {
                 t + x % 5
             };
-            let lane = if x.is_multiple_of(3) { Lane::Slow } else { Lane::Inline };
+            let lane = if x.is_multiple_of(3) {
+                Lane::Slow
+            } else {
+                Lane::Inline
+            };
             let deadline = t + if lane == Lane::Slow { 1000 } else { 15 };
             d.push(lane, (deadline, i));
             heap.push(Reverse((deadline, i)));

@@ -52,10 +52,16 @@ pub enum Feed<I> {
     /// One source for all workers: read on the worker's thread (one worker) or by a
     /// dispatcher that hands each worker its shard (several).
     Shared(I),
-    /// One source per worker (a live AF_XDP socket per RX queue): each worker reads its own and
-    /// forwards packets of flows another worker owns, so both directions of a flow meet
-    /// whatever queue they arrive on (the fallback where the NIC's RSS is not symmetric).
-    PerWorker(Vec<I>),
+    /// One source per worker (a live AF_XDP socket per RX queue). With `symmetric` (the NIC's
+    /// RSS sends both directions of a flow to one queue) each worker owns every flow its source
+    /// delivers; otherwise it forwards packets of flows another worker owns by the shard hash,
+    /// so both directions of a flow meet whatever queue they arrive on.
+    PerWorker {
+        /// The sources, one per worker.
+        sources: Vec<I>,
+        /// Whether each source already delivers both directions of its flows.
+        symmetric: bool,
+    },
 }
 
 /// How fast a capture is fed.
@@ -238,7 +244,7 @@ where
     let clock = Clock::new(config.speed == Speed::Virtual);
     let workers = match &feed {
         Feed::Shared(_) => config.workers.max(1),
-        Feed::PerWorker(sources) => sources.len().max(1),
+        Feed::PerWorker { sources, .. } => sources.len().max(1),
     };
     let log = IntervalLog::default();
     let classes = cascade.classes.len();
@@ -280,10 +286,15 @@ where
         let mut worker_threads = Vec::new();
         let source = match feed {
             Feed::Shared(source) => source,
-            Feed::PerWorker(sources) => {
-                per_worker(scope, sources, &worker_cores, pin_enabled, |_| {
-                    make_worker(output())
-                })
+            Feed::PerWorker { sources, symmetric } => {
+                per_worker(
+                    scope,
+                    sources,
+                    symmetric,
+                    &worker_cores,
+                    pin_enabled,
+                    |_| make_worker(output()),
+                )
                 .into_iter()
                 .for_each(|t| worker_threads.push(t));
                 drop(handle);
@@ -416,13 +427,15 @@ fn join_all(workers: Vec<WorkerThread<'_>>, pool: Vec<PoolThread<'_>>) -> Joined
     (outputs, wc, pc, panics)
 }
 
-/// Starts one worker per source. Each handles its own flows and forwards the others' packets
-/// to their owner in batches over unbounded channels (bounded ones could deadlock two workers
-/// forwarding to each other); it drains its inbox every batch, and once its source ends it
-/// drops its senders and drains until every other worker has done the same.
+/// Starts one worker per source. Each handles its own flows (with `symmetric`, every flow its
+/// source delivers) and forwards the others' packets to their owner in batches over unbounded
+/// channels (bounded ones could deadlock two workers forwarding to each other); it drains its
+/// inbox every batch, and once its source ends it drops its senders and drains until every
+/// other worker has done the same.
 fn per_worker<'s, 'e: 's, I>(
     scope: &'s std::thread::Scope<'s, 'e>,
     sources: Vec<I>,
+    symmetric: bool,
     cores: &[Option<core_affinity::CoreId>],
     pin_enabled: bool,
     mut make: impl FnMut(usize) -> Worker,
@@ -453,7 +466,7 @@ where
             for input in source {
                 match input {
                     Input::Packet(p) => {
-                        let j = shard(&p, n);
+                        let j = if symmetric { i } else { shard(&p, n) };
                         if j == i {
                             w.packet(&p);
                         } else {

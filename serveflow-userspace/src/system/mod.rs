@@ -3,6 +3,8 @@
 //! Each failure names what is missing and how to fix it, so an operator never has to read a
 //! raw `EPERM` from deep inside a syscall.
 
+pub mod rss;
+
 use std::{fs, path::Path};
 
 /// A host precondition that is not met.

@@ -1,8 +1,9 @@
 //! Per-CPU packet counters kept by the XDP program, one slot per outcome.
 //!
 //! Every packet the program sees lands in exactly one outcome slot (`Redirected`, one of the
-//! `Pass*` reasons, or `DropByClass`), so the outcomes add up to [`XdpCounter::Packets`]. Slots after the
-//! outcomes count events that are not outcomes (a failed flow-map insert, say).
+//! `Pass*` reasons, `DropByClass` or `MarkByClass`), so the outcomes add up to
+//! [`XdpCounter::Packets`]. Two slots count events that are not outcomes: a failed flow-map
+//! insert, and packets the TC marking program marked.
 
 /// Index of a slot in the XDP program's per-CPU counter array.
 #[repr(u32)]
@@ -33,10 +34,16 @@ pub enum XdpCounter {
     PassEnoughPackets = 10,
     /// Packets of a decided flow whose class's action (`ACTIONS`) is drop: dropped.
     DropByClass = 11,
+    /// Packets of a decided flow whose class's action is mark: passed with the class's mark in
+    /// the XDP metadata, for the TC program to set as the skb mark.
+    MarkByClass = 12,
+    /// Packets the TC program marked from that metadata: event, not an XDP outcome (equal to
+    /// `MarkByClass` when every marked packet reaches the stack).
+    TcMarked = 13,
 }
 
 /// Number of counter slots.
-pub const XDP_COUNTER_SLOTS: usize = 12;
+pub const XDP_COUNTER_SLOTS: usize = 14;
 
 impl XdpCounter {
     /// All slots, in index order.
@@ -53,6 +60,8 @@ impl XdpCounter {
         XdpCounter::PassDecided,
         XdpCounter::PassEnoughPackets,
         XdpCounter::DropByClass,
+        XdpCounter::MarkByClass,
+        XdpCounter::TcMarked,
     ];
 
     /// Stable snake_case name for summaries and metrics.
@@ -70,11 +79,16 @@ impl XdpCounter {
             XdpCounter::PassDecided => "pass_decided",
             XdpCounter::PassEnoughPackets => "pass_enough_packets",
             XdpCounter::DropByClass => "drop_by_class",
+            XdpCounter::MarkByClass => "mark_by_class",
+            XdpCounter::TcMarked => "tc_marked",
         }
     }
 
     /// Whether this slot is a per-packet outcome (the outcomes sum to `Packets`).
     pub const fn is_outcome(self) -> bool {
-        !matches!(self, XdpCounter::Packets | XdpCounter::FlowInsertFailed)
+        !matches!(
+            self,
+            XdpCounter::Packets | XdpCounter::FlowInsertFailed | XdpCounter::TcMarked
+        )
     }
 }

@@ -13,7 +13,7 @@ pub use flow_key::{FlowKey, FlowStats};
 
 /// Directory under bpffs holding this program's pinned maps; the suffix is the layout version
 /// of every shared struct, so a new layout never reads maps pinned by an old one.
-pub const PIN_SCHEMA: &str = "serveflow_v2";
+pub const PIN_SCHEMA: &str = "serveflow_v3";
 
 /// Entries of the kernel flow map (LRU: the least recently seen flow is evicted when full).
 pub const FLOW_MAP_ENTRIES: usize = 1 << 18;
@@ -30,6 +30,14 @@ pub mod action {
     pub const PASS: u32 = 0;
     /// Drop in XDP.
     pub const DROP: u32 = 1;
+    /// Pass with the class's mark (`MARKS`) in the XDP metadata; the TC ingress program sets
+    /// it as the packet's skb mark (XDP runs before there is an skb to mark).
+    pub const MARK: u32 = 2;
+    /// First word of the 8-byte XDP metadata carrying a mark (the second is the mark), so the
+    /// TC program never takes another program's metadata for ours.
+    pub const MARK_META_MAGIC: u32 = 0x5346_4d4b;
+    /// Bytes of that metadata.
+    pub const MARK_META_LEN: usize = 8;
 }
 
 /// Highest RX queue index + 1 that can have an AF_XDP socket.

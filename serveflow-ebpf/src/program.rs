@@ -1,11 +1,11 @@
 //! The XDP entry point, its maps and the packet parser (BPF target only).
 
 use aya_ebpf::{
-    bindings::{xdp_action, BPF_NOEXIST},
+    bindings::{xdp_action, BPF_NOEXIST, TC_ACT_UNSPEC},
     btf_maps::{Array, LruHashMap, PerCpuArray, XskMap},
-    helpers::bpf_ktime_get_ns,
-    macros::{btf_map, xdp},
-    programs::XdpContext,
+    helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_meta},
+    macros::{btf_map, classifier, xdp},
+    programs::{TcContext, XdpContext},
 };
 use serveflow_common::{
     action, FlowKey, FlowStats, XdpCounter, FLOW_MAP_ENTRIES, MAX_CLASSES, MAX_QUEUES,
@@ -33,6 +33,10 @@ static STEER: Array<u32, 1> = Array::new();
 /// What to do with a decided flow's packets, by class index ([`action`]; 0 = pass).
 #[btf_map]
 static ACTIONS: Array<u32, MAX_CLASSES> = Array::new();
+
+/// The skb mark of each class whose action is [`action::MARK`].
+#[btf_map]
+static MARKS: Array<u32, MAX_CLASSES> = Array::new();
 
 /// AF_XDP sockets, indexed by the RX queue they are bound to.
 #[btf_map]
@@ -71,9 +75,20 @@ fn try_serveflow(ctx: &XdpContext) -> Result<u32, XdpCounter> {
     // Early-packet steering: userspace only needs a flow's first packets, until its verdict.
     // SAFETY: the value is a plain u32 copied out at once.
     if let Some(class) = unsafe { VERDICTS.get(&key) }.copied() {
-        if ACTIONS.get(class).copied() == Some(action::DROP) {
-            count(XdpCounter::DropByClass);
-            return Ok(xdp_action::XDP_DROP);
+        match ACTIONS.get(class).copied() {
+            Some(action::DROP) => {
+                count(XdpCounter::DropByClass);
+                return Ok(xdp_action::XDP_DROP);
+            }
+            Some(action::MARK) => {
+                if let Some(mark) = MARKS.get(class).copied() {
+                    if attach_mark(ctx, mark) {
+                        count(XdpCounter::MarkByClass);
+                        return Ok(xdp_action::XDP_PASS);
+                    }
+                }
+            }
+            _ => {}
         }
         return Err(XdpCounter::PassDecided);
     }
@@ -94,6 +109,46 @@ fn try_serveflow(ctx: &XdpContext) -> Result<u32, XdpCounter> {
         // The socket went away between the lookup and the redirect.
         Err(_) => Err(XdpCounter::PassNoSocket),
     }
+}
+
+/// Puts `mark` in front of the packet as XDP metadata (magic, mark) for the TC program; false
+/// when the driver has no room for metadata.
+#[inline(always)]
+fn attach_mark(ctx: &XdpContext, mark: u32) -> bool {
+    // SAFETY: the helper only moves the metadata start within the frame's headroom; every
+    // packet pointer is re-read afterwards.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(action::MARK_META_LEN as i32)) } != 0 {
+        return false;
+    }
+    let meta = ctx.metadata();
+    if meta + action::MARK_META_LEN > ctx.data() {
+        return false;
+    }
+    // SAFETY: [meta, meta + 8) lies before data (checked above), inside the metadata area.
+    unsafe {
+        *(meta as *mut u32) = action::MARK_META_MAGIC;
+        *((meta + 4) as *mut u32) = mark;
+    }
+    true
+}
+
+/// TC ingress (tcx): sets the skb mark the XDP program left in the metadata, then lets every
+/// later program and filter run.
+#[classifier]
+pub fn serveflow_mark(ctx: TcContext) -> i32 {
+    let skb = ctx.skb.skb;
+    // SAFETY: skb is the program's context; data_meta and data are packet pointers the
+    // verifier tracks, and the read below is bounds-checked against data.
+    let (meta, data) = unsafe { ((*skb).data_meta as usize, (*skb).data as usize) };
+    if meta + action::MARK_META_LEN <= data {
+        // SAFETY: 8 bytes of metadata exist before data (checked above).
+        let (magic, mark) = unsafe { (*(meta as *const u32), *((meta + 4) as *const u32)) };
+        if magic == action::MARK_META_MAGIC {
+            ctx.set_mark(mark);
+            count(XdpCounter::TcMarked);
+        }
+    }
+    TC_ACT_UNSPEC
 }
 
 /// Adds one packet of `len` bytes to the flow's entry, creating it on first sight; returns the

@@ -14,7 +14,11 @@ use std::{
 
 use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, XskMap},
-    programs::{xdp::XdpLinkId, ProgramError, Xdp, XdpMode},
+    programs::{
+        tc::{SchedClassifierLinkId, TcAttachType},
+        xdp::XdpLinkId,
+        ProgramError, SchedClassifier, Xdp, XdpMode,
+    },
     Ebpf, EbpfLoader,
 };
 use serveflow_common::{
@@ -41,6 +45,8 @@ const COUNTERS: &str = "COUNTERS";
 const VERDICTS: &str = "VERDICTS";
 const STEER: &str = "STEER";
 const ACTIONS: &str = "ACTIONS";
+const MARKS: &str = "MARKS";
+const MARKER: &str = "serveflow_mark";
 
 /// How the program is attached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -118,6 +124,8 @@ pub enum XdpError {
 pub struct XdpProgram {
     ebpf: Ebpf,
     link: Option<XdpLinkId>,
+    /// The TC marking program's tcx link, when a class is marked.
+    marker: Option<SchedClassifierLinkId>,
     pin_dir: PathBuf,
     iface: Interface,
     mode: AttachMode,
@@ -168,7 +176,7 @@ pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
 
 impl XdpProgram {
     /// Loads the program with `flow_map_entries` flows in its LRU maps, attaches it to
-    /// `iface` in `mode`, and pins its maps under `/sys/fs/bpf/serveflow_v2/<iface>/`.
+    /// `iface` in `mode`, and pins its maps under `/sys/fs/bpf/serveflow_v3/<iface>/`.
     pub fn attach(iface: &str, mode: AttachMode, flow_map_entries: u32) -> Result<Self, XdpError> {
         let iface = system::interface(iface)?;
         system::check_bpffs(Path::new(BPFFS))?;
@@ -185,6 +193,7 @@ impl XdpProgram {
         let mut this = XdpProgram {
             ebpf,
             link: Some(link),
+            marker: None,
             pin_dir,
             iface,
             mode,
@@ -228,6 +237,7 @@ impl XdpProgram {
             (VERDICTS, "verdicts"),
             (STEER, "steer"),
             (ACTIONS, "actions"),
+            (MARKS, "marks"),
         ] {
             let map = self
                 .ebpf
@@ -260,33 +270,60 @@ impl XdpProgram {
     /// Early-packet steering: from now on the program passes a flow's packets beyond the
     /// first `packets` (0: steers every packet) and every packet of a decided flow.
     pub fn set_steer_packets(&mut self, packets: u32) -> Result<(), XdpError> {
-        let map_err = |e| XdpError::Map {
-            name: STEER,
-            source: Box::new(e),
-        };
-        let map = self.ebpf.map_mut(STEER).ok_or(XdpError::Map {
-            name: STEER,
-            source: Box::new(aya::maps::MapError::InvalidName { name: STEER.into() }),
-        })?;
-        let mut steer: Array<&mut MapData, u32> = Array::try_from(map).map_err(map_err)?;
-        steer.set(STEER_PACKETS, packets, 0).map_err(map_err)
+        self.set_array(STEER, STEER_PACKETS, packets)
     }
 
     /// Sets what the program does with later packets of flows decided as class `class`
-    /// (`serveflow_common::action`).
-    pub fn set_class_action(&mut self, class: u32, action: u32) -> Result<(), XdpError> {
+    /// (`serveflow_common::action`); for `action::MARK` also the mark, and the TC program
+    /// that applies it is attached on first use.
+    pub fn set_class_action(&mut self, class: u32, action: u32, mark: u32) -> Result<(), XdpError> {
+        self.set_array(ACTIONS, class, action)?;
+        if action == serveflow_common::action::MARK {
+            self.set_array(MARKS, class, mark)?;
+            self.attach_marker()?;
+        }
+        Ok(())
+    }
+
+    fn set_array(&mut self, name: &'static str, index: u32, value: u32) -> Result<(), XdpError> {
         let map_err = |e| XdpError::Map {
-            name: ACTIONS,
+            name,
             source: Box::new(e),
         };
-        let map = self.ebpf.map_mut(ACTIONS).ok_or(XdpError::Map {
-            name: ACTIONS,
-            source: Box::new(aya::maps::MapError::InvalidName {
-                name: ACTIONS.into(),
-            }),
+        let map = self.ebpf.map_mut(name).ok_or(XdpError::Map {
+            name,
+            source: Box::new(aya::maps::MapError::InvalidName { name: name.into() }),
         })?;
-        let mut actions: Array<&mut MapData, u32> = Array::try_from(map).map_err(map_err)?;
-        actions.set(class, action, 0).map_err(map_err)
+        let mut array: Array<&mut MapData, u32> = Array::try_from(map).map_err(map_err)?;
+        array.set(index, value, 0).map_err(map_err)
+    }
+
+    /// Loads the TC marking program and attaches it to the interface's ingress through tcx
+    /// (a link, detached with the process like the XDP one).
+    fn attach_marker(&mut self) -> Result<(), XdpError> {
+        if self.marker.is_some() {
+            return Ok(());
+        }
+        let program: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(MARKER)
+            .ok_or_else(|| XdpError::Program(format!("no program {MARKER} in the object")))?
+            .try_into()
+            .map_err(|e: ProgramError| XdpError::Program(e.to_string()))?;
+        program
+            .load()
+            .map_err(|e| XdpError::Program(one_line(&e)))?;
+        let link = program
+            .attach(&self.iface.name, TcAttachType::Ingress)
+            .map_err(|e| {
+                XdpError::Program(format!(
+                    "attaching the marking program to {} ingress: {}",
+                    self.iface.name,
+                    one_line(&e)
+                ))
+            })?;
+        self.marker = Some(link);
+        Ok(())
     }
 
     /// Counter totals over all CPUs, indexed by [`XdpCounter`].
@@ -301,6 +338,20 @@ impl XdpProgram {
 
     /// Detaches the program and removes the pins; also done on drop.
     pub fn detach(&mut self) {
+        if let Some(link) = self.marker.take() {
+            if let Some(Ok(program)) = self
+                .ebpf
+                .program_mut(MARKER)
+                .map(<&mut SchedClassifier>::try_from)
+            {
+                if let Err(e) = program.detach(link) {
+                    log::warn!(
+                        "detaching the marking program from {}: {e}",
+                        self.iface.name
+                    );
+                }
+            }
+        }
         if let Some(link) = self.link.take() {
             if let Ok(program) = program(&mut self.ebpf) {
                 if let Err(e) = program.detach(link) {

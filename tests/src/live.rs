@@ -79,7 +79,7 @@ pub fn xdp_attached(bed: &VethPair) -> anyhow::Result<bool> {
 
 /// The instance's pin directory for the serving end.
 pub fn pin_dir(bed: &VethPair) -> PathBuf {
-    Path::new("/sys/fs/bpf/serveflow_v2").join(&bed.dev_a)
+    Path::new("/sys/fs/bpf/serveflow_v3").join(&bed.dev_a)
 }
 
 /// Removes a run's summary and verdict files.

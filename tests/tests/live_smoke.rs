@@ -127,7 +127,7 @@ fn exact_counts(mode: &str, queues: u32) {
     assert_eq!(n(&s["socket_drops"]["rx_dropped"]), 0);
 
     // Detached and unpinned on SIGINT.
-    let pins = std::path::Path::new("/sys/fs/bpf/serveflow_v2").join(&bed.dev_a);
+    let pins = std::path::Path::new("/sys/fs/bpf/serveflow_v3").join(&bed.dev_a);
     assert!(!pins.exists(), "pins left behind at {}", pins.display());
     let link = bed
         .command(&bed.ns_a, "ip")
@@ -270,4 +270,160 @@ fn afxdp_receives_exact_counts_skb_mode_multi_queue() {
         return;
     }
     exact_counts("skb", 2);
+}
+
+/// A UDP socket bound to `addr` inside namespace `ns`, asking for each datagram's skb mark
+/// (SO_RCVMARK). Created on a thread that entered the namespace; the socket stays in it.
+fn marked_udp_socket(ns: &str, addr: std::net::SocketAddrV4) -> std::net::UdpSocket {
+    use std::os::fd::AsRawFd as _;
+    let ns_path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&ns_path).unwrap();
+        // SAFETY: setns on this thread only, with a valid namespace fd.
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        let s = std::net::UdpSocket::bind(addr).unwrap();
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt reads one c_int from a valid pointer.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVMARK,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_RCVMARK: {}", std::io::Error::last_os_error());
+        s
+    })
+    .join()
+    .unwrap()
+}
+
+/// The skb mark of every datagram waiting on `socket` (0 where none).
+fn received_marks(socket: &std::net::UdpSocket) -> Vec<u32> {
+    use std::os::fd::AsRawFd as _;
+    let mut marks = Vec::new();
+    loop {
+        let mut buf = [0u8; 2048];
+        let mut control = [0u64; 16];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: msghdr is plain old data; the pointers set below outlive recvmsg.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: recvmsg writes into the buffers msg points at.
+        let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+        if n < 0 {
+            return marks;
+        }
+        let mut mark = 0;
+        // SAFETY: walking the control messages the kernel wrote into `control`.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_MARK {
+                    mark = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u32>());
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        marks.push(mark);
+    }
+}
+
+/// Per-class marks end to end: with every class set to `mark:0x10`, the datagrams of flows
+/// already decided are passed with the mark in XDP metadata, the TC program sets it as the
+/// skb mark, and a socket in the serving namespace receives them carrying it (SO_RCVMARK).
+/// The flows are sent twice; the second time every flow is decided (its longest wait, 1 s,
+/// has run out), so all of those packets reach the stack, marked.
+#[test]
+fn decided_flows_carry_their_class_mark_into_the_stack() {
+    if !is_root() {
+        eprintln!("SKIPPED: the netns test bed needs root (run `cargo xtask test` as root)");
+        return;
+    }
+    let manifest = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../models/service/serveflow-model.toml"),
+    )
+    .unwrap();
+    let classes: Vec<String> = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("classes = "))
+        .map(|json| serde_json::from_str(json).unwrap())
+        .unwrap();
+    let config = tmp("mark.toml");
+    let mut text = String::from("[actions]\n");
+    for c in &classes {
+        text.push_str(&format!("{c:?} = \"mark:0x10\"\n"));
+    }
+    std::fs::write(&config, text).unwrap();
+
+    let bed = VethPair::new("mark", 1).unwrap();
+    // 10 UDP flows of 3 datagrams from the peer to a socket on the serving end.
+    let link = bed
+        .command(&bed.ns_a, "ip")
+        .args(["-o", "link", "show", &bed.dev_a])
+        .output()
+        .unwrap();
+    let link = String::from_utf8_lossy(&link.stdout).to_string();
+    let mac: Vec<u8> = link
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect();
+    let mut frames = Vec::new();
+    for i in 0..10u16 {
+        for payload in [&b"one"[..], b"two", b"three"] {
+            let mut f =
+                serveflow_testbed::frames::udp4(bed.addr_b, 41_000 + i, bed.addr_a, 5353, payload);
+            f[..6].copy_from_slice(&mac);
+            frames.push(f);
+        }
+    }
+    let pcap = tmp("mark.pcap");
+    write_pcap(&pcap, &frames).unwrap();
+    let socket = marked_udp_socket(
+        &bed.ns_a,
+        std::net::SocketAddrV4::new(bed.addr_a.into(), 5353),
+    );
+
+    let summary_path = tmp("summary-mark.json");
+    let running = start_with(
+        &bed,
+        "native",
+        &summary_path,
+        &["--config", config.to_str().unwrap()],
+    );
+    bed.replay_from_b(&pcap, 2000).unwrap();
+    std::thread::sleep(Duration::from_millis(1300));
+    bed.replay_from_b(&pcap, 2000).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, stderr) = running.stop(libc::SIGINT).unwrap();
+    assert_eq!(code, 0, "{}", stderr.join("\n"));
+    let marks = received_marks(&socket);
+
+    let s = summary(&summary_path);
+    let n = |v: &serde_json::Value| v.as_u64().unwrap();
+    let k = &s["kernel_counters"];
+    assert!(
+        n(&k["mark_by_class"]) >= frames.len() as u64,
+        "at least the second sending's packets; {k:#}"
+    );
+    assert_eq!(n(&k["tc_marked"]), n(&k["mark_by_class"]), "{k:#}");
+    // What reached the stack were packets of decided flows: every one carries the mark.
+    assert_eq!(marks.len() as u64, n(&k["mark_by_class"]), "{marks:?}");
+    assert!(marks.iter().all(|m| *m == 0x10), "{marks:?}");
+    live::remove_outputs(&summary_path);
+    let _ = std::fs::remove_file(pcap);
+    let _ = std::fs::remove_file(config);
 }

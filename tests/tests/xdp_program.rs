@@ -339,7 +339,8 @@ fn both_directions_share_one_kernel_entry() {
 
 /// Early-packet steering in the kernel: with `STEER` at 2, a flow's third packet is passed as
 /// `pass_enough_packets`; a flow in `VERDICTS` is passed as `pass_decided` from its next packet,
-/// or dropped when its class's action in `ACTIONS` is drop.
+/// dropped when its class's action in `ACTIONS` is drop, or passed with its mark in the XDP
+/// metadata when the action is mark.
 #[test]
 fn steering_passes_what_userspace_no_longer_needs() {
     if !is_root() {
@@ -356,6 +357,7 @@ fn steering_passes_what_userspace_no_longer_needs() {
     let (a, b, c) = ([172, 16, 0, 1], [172, 16, 0, 2], [172, 16, 0, 3]);
     let decided = tcp4(c, 40000, b, 443, true, b"");
     let dropped = tcp4(c, 40001, b, 443, true, b"");
+    let marked = tcp4(c, 40002, b, 443, true, b"");
     {
         let map = ebpf.map_mut("VERDICTS").unwrap();
         let mut verdicts: aya::maps::HashMap<&mut aya::maps::MapData, FlowKey, u32> =
@@ -363,6 +365,7 @@ fn steering_passes_what_userspace_no_longer_needs() {
         let key = |f: &[u8]| parse::parse_ethernet(f).unwrap().flow_key().0;
         verdicts.insert(key(&decided), 3, 0).unwrap();
         verdicts.insert(key(&dropped), 5, 0).unwrap();
+        verdicts.insert(key(&marked), 7, 0).unwrap();
     }
     {
         // Class 5's action is drop.
@@ -370,6 +373,12 @@ fn steering_passes_what_userspace_no_longer_needs() {
         let mut actions: aya::maps::Array<&mut aya::maps::MapData, u32> =
             aya::maps::Array::try_from(map).unwrap();
         actions.set(5, serveflow_common::action::DROP, 0).unwrap();
+        // Class 7's action is mark 0x10.
+        actions.set(7, serveflow_common::action::MARK, 0).unwrap();
+        let map = ebpf.map_mut("MARKS").unwrap();
+        let mut marks: aya::maps::Array<&mut aya::maps::MapData, u32> =
+            aya::maps::Array::try_from(map).unwrap();
+        marks.set(7, 0x10, 0).unwrap();
     }
     let frames = [
         tcp4(a, 30000, b, 22, true, b""),
@@ -377,6 +386,7 @@ fn steering_passes_what_userspace_no_longer_needs() {
         tcp4(a, 30000, b, 22, false, b"data"),
         tcp4(b, 22, a, 30000, false, b"more"),
         decided,
+        marked,
     ];
     let program = xdp::program(&mut ebpf).unwrap();
     for f in &frames {
@@ -400,6 +410,11 @@ fn steering_passes_what_userspace_no_longer_needs() {
     );
     let c = xdp::read_counters(&ebpf).unwrap();
     assert_eq!(c[XdpCounter::DropByClass as usize], 1);
+    assert_eq!(
+        c[XdpCounter::MarkByClass as usize],
+        1,
+        "the marked flow, passed with its mark in the metadata"
+    );
     assert_eq!(
         c[XdpCounter::PassNoSocket as usize],
         2,

@@ -58,7 +58,7 @@ pub fn run() -> anyhow::Result<()> {
     bed.replay_from_b(&pcap, 5000)?;
     std::thread::sleep(Duration::from_millis(300));
 
-    let pins = format!("/sys/fs/bpf/serveflow_v2/{}", bed.dev_a);
+    let pins = format!("/sys/fs/bpf/serveflow_v3/{}", bed.dev_a);
     eprintln!("xtask: $ bpftool map dump pinned {pins}/counters   (first entries)");
     if let Ok(out) = Command::new("bpftool")
         .args(["map", "dump", "pinned", &format!("{pins}/counters")])

@@ -93,19 +93,31 @@ pub enum RssMode {
 /// ```toml
 /// [actions]          # what the kernel does with a decided flow's later packets
 /// BitTorrent = "drop"
+/// QUIC = "mark:0x10" # pass with skb mark 0x10 (for nftables, ip rule fwmark, tc fw)
 /// DNS = "pass"       # the default
 /// ```
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
-    /// Class name -> `pass` or `drop`.
+    /// Class name -> `pass`, `drop` or `mark:N`.
     #[serde(default)]
     pub actions: BTreeMap<String, String>,
 }
 
+/// One class's kernel action as the maps hold it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClassAction {
+    /// Class index.
+    pub class: u32,
+    /// `serveflow_common::action`.
+    pub action: u32,
+    /// The skb mark, for `action::MARK`.
+    pub mark: u32,
+}
+
 impl RunConfig {
-    /// Reads and checks `path` against the model's classes: (class index, action) pairs.
-    pub fn load(path: &Path, classes: &[String]) -> anyhow::Result<Vec<(u32, u32)>> {
+    /// Reads and checks `path` against the model's classes.
+    pub fn load(path: &Path, classes: &[String]) -> anyhow::Result<Vec<ClassAction>> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let config: RunConfig = toml::from_str(&text).map_err(|e| {
@@ -120,19 +132,33 @@ impl RunConfig {
                     classes.join(", ")
                 );
             };
-            let a = match action.as_str() {
-                "pass" => serveflow_common::action::PASS,
-                "drop" => serveflow_common::action::DROP,
-                "mark" => anyhow::bail!(
-                    "{}: actions.{class} = \"mark\": XDP runs before the kernel makes an skb, so there is no mark to set; use pass or drop",
-                    path.display()
-                ),
-                other => anyhow::bail!(
-                    "{}: actions.{class} = {other:?}: expected \"pass\" or \"drop\"",
-                    path.display()
-                ),
+            let bad = |why: &str| {
+                anyhow::anyhow!("{}: actions.{class} = {action:?}: {why}", path.display())
             };
-            out.push((i as u32, a));
+            let (action, mark) = match action.as_str() {
+                "pass" => (serveflow_common::action::PASS, 0),
+                "drop" => (serveflow_common::action::DROP, 0),
+                other => match other.strip_prefix("mark:") {
+                    Some(n) => {
+                        let n = n.trim();
+                        let mark = match n.strip_prefix("0x") {
+                            Some(hex) => u32::from_str_radix(hex, 16),
+                            None => n.parse(),
+                        }
+                        .map_err(|_| bad("the mark must be a 32-bit number (decimal or 0x hex)"))?;
+                        if mark == 0 {
+                            return Err(bad("mark 0 means no mark; use pass"));
+                        }
+                        (serveflow_common::action::MARK, mark)
+                    }
+                    None => return Err(bad("expected \"pass\", \"drop\" or \"mark:N\"")),
+                },
+            };
+            out.push(ClassAction {
+                class: i as u32,
+                action,
+                mark,
+            });
         }
         Ok(out)
     }
@@ -225,8 +251,8 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     };
 
     let mut program = XdpProgram::attach(&opts.interface, opts.mode, opts.flow_map_entries)?;
-    for (class, action) in &actions {
-        program.set_class_action(*class, *action)?;
+    for a in &actions {
+        program.set_class_action(a.class, a.action, a.mark)?;
     }
     let iface = program.interface().clone();
     let queues = opts.queues.unwrap_or(iface.rx_queues).max(1);
@@ -637,19 +663,39 @@ mod tests {
 
     #[test]
     fn run_config_actions_are_checked_against_the_classes() {
-        let classes: Vec<String> = vec!["DNS".into(), "BitTorrent".into()];
+        let classes: Vec<String> = vec!["DNS".into(), "BitTorrent".into(), "QUIC".into()];
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run.toml");
-        std::fs::write(&path, "[actions]\nBitTorrent = \"drop\"\nDNS = \"pass\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "[actions]\nBitTorrent = \"drop\"\nDNS = \"pass\"\nQUIC = \"mark:0x10\"\n",
+        )
+        .unwrap();
         let a = RunConfig::load(&path, &classes).unwrap();
-        assert_eq!(a, vec![(1, serveflow_common::action::DROP), (0, 0)]);
+        let action = |class, action, mark| ClassAction {
+            class,
+            action,
+            mark,
+        };
+        use serveflow_common::action::{DROP, MARK, PASS};
+        assert_eq!(
+            a,
+            vec![action(1, DROP, 0), action(0, PASS, 0), action(2, MARK, 16)]
+        );
+        std::fs::write(&path, "[actions]\nQUIC = \"mark:42\"\n").unwrap();
+        assert_eq!(
+            RunConfig::load(&path, &classes).unwrap(),
+            vec![action(2, MARK, 42)]
+        );
         for (text, needle) in [
             ("[actions]\nNope = \"drop\"\n", "not a class of the model"),
-            ("[actions]\nDNS = \"mark\"\n", "no mark to set"),
+            ("[actions]\nDNS = \"mark:0\"\n", "mark 0 means no mark"),
+            ("[actions]\nDNS = \"mark:lots\"\n", "32-bit number"),
             (
-                "[actions]\nDNS = \"explode\"\n",
-                "expected \"pass\" or \"drop\"",
+                "[actions]\nDNS = \"mark\"\n",
+                "expected \"pass\", \"drop\" or \"mark:N\"",
             ),
+            ("[actions]\nDNS = \"explode\"\n", "expected \"pass\""),
             ("[colour]\n", "unknown field"),
         ] {
             std::fs::write(&path, text).unwrap();

@@ -493,6 +493,7 @@ fn main() -> ExitCode {
                     queue: slow_queue,
                     max_batch,
                     max_wait_us: batch_wait_us,
+                    ..PoolConfig::default()
                 },
                 flow: FlowConfig {
                     idle_timeout_s: idle_timeout,

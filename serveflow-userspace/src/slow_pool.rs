@@ -34,6 +34,10 @@ pub struct PoolConfig {
     pub max_batch: usize,
     /// Longest a batch waits to fill after its first job (µs).
     pub max_wait_us: u64,
+    /// Nice value of the pool threads (0..=19). The slow stage is best effort (a flow it
+    /// cannot take keeps its fast answer), while a starved fast path or NIC loses packets, so
+    /// where they share cores the scheduler should favour the fast path.
+    pub nice: i32,
 }
 
 impl Default for PoolConfig {
@@ -43,6 +47,7 @@ impl Default for PoolConfig {
             queue: 4096,
             max_batch: 32,
             max_wait_us: 200,
+            nice: 10,
         }
     }
 }
@@ -95,6 +100,22 @@ pub fn channel(config: &PoolConfig) -> (PoolHandle, Receiver<SlowJob>) {
     (PoolHandle { tx }, rx)
 }
 
+/// Sets the calling thread's nice value (on Linux, PRIO_PROCESS with who = 0 is the calling
+/// thread). Lowering priority needs no privilege; a refusal is only logged.
+fn lower_priority(nice: i32) {
+    let nice = nice.clamp(0, 19);
+    if nice == 0 {
+        return;
+    }
+    // SAFETY: setpriority has no memory preconditions.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+        log::debug!(
+            "slow pool: nice {nice} refused: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// What one pool thread counted.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct PoolCounters {
@@ -115,6 +136,7 @@ pub fn serve(
     out: &mut ThreadOutput,
 ) -> PoolCounters {
     let mut counters = PoolCounters::default();
+    lower_priority(config.nice);
     let mut state = match model.state() {
         Ok(s) => Some(s),
         Err(e) => {

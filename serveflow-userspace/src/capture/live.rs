@@ -23,6 +23,10 @@ use crate::{
 
 /// How long to wait for packets before reporting idle.
 const IDLE_WAIT: Duration = Duration::from_millis(5);
+/// Frames within this long count as flowing traffic, worth spinning for.
+const BUSY_NS: u64 = 1_000_000;
+/// How long an empty ring is polled before sleeping, while traffic is flowing.
+const SPIN_NS: u64 = 50_000;
 /// How often the sockets' kernel drop counters are copied into the live metrics.
 const STATISTICS_EVERY_NS: u64 = 100_000_000;
 
@@ -41,6 +45,8 @@ pub struct LiveSource {
     pub metrics: Option<Arc<crate::metrics::LiveMetrics>>,
     /// When the drop counters were last read (ns since `started`).
     statistics_at: u64,
+    /// When frames last arrived (ns since `started`).
+    last_frames_at: u64,
 }
 
 impl LiveSource {
@@ -61,6 +67,7 @@ impl LiveSource {
             error: None,
             metrics: None,
             statistics_at: 0,
+            last_frames_at: 0,
         }
     }
 
@@ -91,11 +98,30 @@ impl LiveSource {
                 }
             }
         }
+        if n > 0 {
+            self.last_frames_at = ts_ns;
+        }
         if ts_ns >= self.statistics_at + STATISTICS_EVERY_NS {
             self.statistics_at = ts_ns;
             self.publish_statistics();
         }
         n
+    }
+
+    /// While traffic is flowing, polls the rings for a short while before sleeping in poll(2):
+    /// a sleep and wake-up per burst cost a context switch each. Returns whether frames came.
+    fn spin(&mut self) -> bool {
+        let now = self.started.elapsed().as_nanos() as u64;
+        if now.saturating_sub(self.last_frames_at) > BUSY_NS {
+            return false;
+        }
+        while self.started.elapsed().as_nanos() as u64 - now < SPIN_NS {
+            std::hint::spin_loop();
+            if self.receive_all() > 0 {
+                return true;
+            }
+        }
+        false
     }
 
     /// Copies each socket's kernel drop counters into the live metrics.
@@ -126,7 +152,7 @@ impl Iterator for LiveSource {
             self.done = true;
             return self.buffered.pop_front().map(Input::Packet);
         }
-        if self.receive_all() == 0 {
+        if self.receive_all() == 0 && !self.spin() {
             if let Err(e) = XskReceiver::wait_any(&self.sockets, IDLE_WAIT) {
                 self.error.get_or_insert(e);
             }

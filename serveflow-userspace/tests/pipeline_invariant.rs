@@ -134,6 +134,7 @@ fn every_flow_gets_one_verdict_when_the_slow_pool_is_overloaded() {
             queue: 1,
             max_batch: 1,
             max_wait_us: 0,
+            ..PoolConfig::default()
         },
         pin: false,
         ..PipelineConfig::default()

@@ -233,11 +233,16 @@ pub fn smoke_capture(tcp: u16, udp: u16) -> SmokeCapture {
 
 /// Writes frames to a classic pcap file (Ethernet link type), 1 ms apart.
 pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) -> anyhow::Result<()> {
+    write_pcap_spaced(path, frames, Duration::from_millis(1))
+}
+
+/// Writes frames to a classic pcap file (Ethernet link type), `spacing` apart.
+pub fn write_pcap_spaced(path: &Path, frames: &[Vec<u8>], spacing: Duration) -> anyhow::Result<()> {
     let file =
         std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut writer = PcapWriter::new(std::io::BufWriter::new(file))?;
     for (i, frame) in frames.iter().enumerate() {
-        let ts = Duration::from_secs(1_700_000_000) + Duration::from_millis(i as u64);
+        let ts = Duration::from_secs(1_700_000_000) + spacing * i as u32;
         writer.write_packet(&PcapPacket::new(ts, frame.len() as u32, frame))?;
     }
     Ok(())

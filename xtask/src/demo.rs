@@ -56,7 +56,9 @@ pub fn run() -> anyhow::Result<()> {
         bed.dev_b
     );
     bed.replay_from_b(&pcap, 5000)?;
-    std::thread::sleep(Duration::from_millis(300));
+    // Past the longest wait (1 s), so every flow is decided by its own trigger (packets or
+    // timeout) before the stop, not by the shutdown.
+    std::thread::sleep(Duration::from_millis(1200));
 
     let pins = format!("/sys/fs/bpf/serveflow_v3/{}", bed.dev_a);
     eprintln!("xtask: $ bpftool map dump pinned {pins}/counters   (first entries)");

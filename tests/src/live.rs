@@ -17,6 +17,63 @@ pub fn tmp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("serveflow-{}-{name}", std::process::id()))
 }
 
+/// One test's scratch files (capture, summary, verdict lines, config), removed on drop,
+/// panics included.
+#[derive(Debug)]
+pub struct Scratch {
+    tag: String,
+    made: std::cell::RefCell<Vec<PathBuf>>,
+}
+
+impl Scratch {
+    /// Files named after `tag`.
+    pub fn new(tag: &str) -> Self {
+        Scratch {
+            tag: tag.to_owned(),
+            made: Default::default(),
+        }
+    }
+
+    /// A scratch path `name`, removed on drop.
+    pub fn path(&self, name: &str) -> PathBuf {
+        let p = tmp(&format!("{}-{name}", self.tag));
+        self.made.borrow_mut().push(p.clone());
+        p
+    }
+
+    /// `frames` written as a capture, 1 ms apart.
+    pub fn pcap(&self, frames: &[Vec<u8>]) -> anyhow::Result<PathBuf> {
+        let p = self.path("capture.pcap");
+        crate::frames::write_pcap(&p, frames)?;
+        Ok(p)
+    }
+
+    /// Where a run's `--summary` goes (its verdict lines go beside it, see [`start`]).
+    pub fn summary(&self) -> PathBuf {
+        let p = self.path("summary.json");
+        self.made.borrow_mut().push(verdicts_path(&p));
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for p in self.made.borrow().iter() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// The sum of a run's XDP outcome counters (`kernel_counters` of its summary): every packet
+/// the program saw has exactly one, so this equals `packets`.
+pub fn kernel_outcomes(counters: &serde_json::Value) -> u64 {
+    serveflow_common::XdpCounter::ALL
+        .iter()
+        .filter(|c| c.is_outcome())
+        .map(|c| counters[c.name()].as_u64().unwrap_or(0))
+        .sum()
+}
+
 /// Reads a run's `--summary` JSON.
 pub fn summary(path: &Path) -> anyhow::Result<serde_json::Value> {
     let text =
@@ -80,10 +137,4 @@ pub fn xdp_attached(bed: &VethPair) -> anyhow::Result<bool> {
 /// The instance's pin directory for the serving end.
 pub fn pin_dir(bed: &VethPair) -> PathBuf {
     Path::new("/sys/fs/bpf/serveflow_v3").join(&bed.dev_a)
-}
-
-/// Removes a run's summary and verdict files.
-pub fn remove_outputs(summary: &Path) {
-    let _ = std::fs::remove_file(verdicts_path(summary));
-    let _ = std::fs::remove_file(summary);
 }

@@ -14,7 +14,7 @@ use std::{collections::BTreeMap, path::Path, sync::Mutex, time::Duration};
 
 use serveflow_testbed::{
     frames::{flow_packet_counts, read_pcap, smoke_capture, write_pcap_spaced},
-    live::{self, flow_of, tmp},
+    live::{self, flow_of, Scratch},
     netns::is_root,
     serveflow_bin, VethPair,
 };
@@ -48,10 +48,11 @@ fn end_to_end(tag: &str, frames: &[Vec<u8>], spacing_ms: u32, extra: &[&str]) {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let bed = VethPair::new(tag, QUEUES).unwrap();
-    let pcap = tmp(&format!("{tag}.pcap"));
+    let scratch = Scratch::new(tag);
+    let pcap = scratch.path("capture.pcap");
     write_pcap_spaced(&pcap, frames, Duration::from_millis(u64::from(spacing_ms))).unwrap();
     let per_flow = flow_packet_counts(frames);
-    let summary_path = tmp(&format!("summary-{tag}.json"));
+    let summary_path = scratch.summary();
     let running = live::start(&bed, "native", &summary_path, extra).unwrap();
     bed.replay_from_b(&pcap, 1000 / spacing_ms).unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -137,8 +138,6 @@ fn end_to_end(tag: &str, frames: &[Vec<u8>], spacing_ms: u32, extra: &[&str]) {
         "{same} of {} flows labeled alike\nlive: {live_labels:?}\nreplay: {replay:?}",
         live_labels.len()
     );
-    live::remove_outputs(&summary_path);
-    let _ = std::fs::remove_file(pcap);
 }
 
 /// The project's own capture: 100 TCP and 100 UDP IPv4 flows, one of each over IPv6, plus

@@ -11,8 +11,8 @@
 use std::{process::Command, time::Duration};
 
 use serveflow_testbed::{
-    frames::{smoke_capture, write_pcap},
-    live::{self, pin_dir, tmp, xdp_attached},
+    frames::smoke_capture,
+    live::{self, pin_dir, xdp_attached, Scratch},
     netns::is_root,
     serveflow_bin::{self, Running},
     VethPair,
@@ -54,9 +54,9 @@ fn interface_down_up_and_gone() {
     }
     let bed = VethPair::new("link", 2).unwrap();
     let capture = smoke_capture(20, 10);
-    let pcap = tmp("link.pcap");
-    write_pcap(&pcap, &capture.frames).unwrap();
-    let summary_path = tmp("summary-link.json");
+    let scratch = Scratch::new("link");
+    let pcap = scratch.pcap(&capture.frames).unwrap();
+    let summary_path = scratch.summary();
     let mut running = start(&bed, "native", &summary_path);
     bed.replay_from_b(&pcap, 2000).unwrap();
 
@@ -103,8 +103,6 @@ fn interface_down_up_and_gone() {
         capture.flows
     );
     assert!(!pin_dir(&bed).exists(), "pins left behind");
-    live::remove_outputs(&summary_path);
-    let _ = std::fs::remove_file(pcap);
 }
 
 /// More flows than the kernel's flow map and the userspace flow table hold: the LRU maps
@@ -119,9 +117,9 @@ fn flow_flood_beyond_the_flow_maps() {
     }
     let bed = VethPair::new("flood", 1).unwrap();
     let capture = smoke_capture(400, 400);
-    let pcap = tmp("flood.pcap");
-    write_pcap(&pcap, &capture.frames).unwrap();
-    let summary_path = tmp("summary-flood.json");
+    let scratch = Scratch::new("flood");
+    let pcap = scratch.pcap(&capture.frames).unwrap();
+    let summary_path = scratch.summary();
     let running = live::start(
         &bed,
         "native",
@@ -138,22 +136,11 @@ fn flow_flood_beyond_the_flow_maps() {
     let fm = &s["kernel_flow_map"];
     assert!(n(&fm["flows"]) <= 64, "kernel flow map over its size: {fm}");
     let k = &s["kernel_counters"];
-    let outcomes: u64 = [
-        "redirected",
-        "pass_decided",
-        "pass_enough_packets",
-        "pass_no_socket",
-        "pass_not_ip",
-        "pass_not_tcp_udp",
-        "pass_fragment",
-        "pass_truncated",
-        "pass_malformed",
-        "drop_by_class",
-    ]
-    .iter()
-    .map(|c| n(&k[*c]))
-    .sum();
-    assert_eq!(outcomes, n(&k["packets"]), "one outcome per packet: {k:#}");
+    assert_eq!(
+        live::kernel_outcomes(k),
+        n(&k["packets"]),
+        "one outcome per packet: {k:#}"
+    );
     assert_eq!(n(&k["flow_insert_failed"]), 0, "{k:#}");
     let serving = &s["serving"];
     assert!(n(&serving["flows_evicted"]) > 0, "{serving:#}");
@@ -164,8 +151,6 @@ fn flow_flood_beyond_the_flow_maps() {
         n(&serving["flows_in"])
     );
     assert_eq!(n(&s["socket_drops"]["rx_dropped"]), 0);
-    live::remove_outputs(&summary_path);
-    let _ = std::fs::remove_file(pcap);
 }
 
 #[test]
@@ -175,11 +160,11 @@ fn sigterm_detaches_and_second_instance_is_refused() {
         return;
     }
     let bed = VethPair::new("term", 1).unwrap();
-    let summary_path = tmp("summary-term.json");
+    let scratch = Scratch::new("term");
+    let summary_path = scratch.summary();
     let running = start(&bed, "native", &summary_path);
     let capture = smoke_capture(20, 10);
-    let pcap = tmp("term.pcap");
-    write_pcap(&pcap, &capture.frames).unwrap();
+    let pcap = scratch.pcap(&capture.frames).unwrap();
 
     let second = bed
         .command(&bed.ns_a, serveflow_bin::path().unwrap().to_str().unwrap())
@@ -207,8 +192,6 @@ fn sigterm_detaches_and_second_instance_is_refused() {
     assert_eq!(s["serving"]["every_flow_one_verdict"], true);
     assert!(!xdp_attached(&bed).unwrap(), "XDP still attached");
     assert!(!pin_dir(&bed).exists(), "pins left behind");
-    live::remove_outputs(&summary_path);
-    let _ = std::fs::remove_file(pcap);
 }
 
 #[test]
@@ -218,7 +201,8 @@ fn kill_9_leaves_nothing_attached_and_next_start_recovers() {
         return;
     }
     let bed = VethPair::new("kill", 1).unwrap();
-    let summary_path = tmp("summary-kill.json");
+    let scratch = Scratch::new("kill");
+    let summary_path = scratch.summary();
     let running = start(&bed, "native", &summary_path);
     let (_, _) = running.stop(libc::SIGKILL).unwrap();
     assert!(
@@ -232,7 +216,6 @@ fn kill_9_leaves_nothing_attached_and_next_start_recovers() {
     let (code, stderr) = again.stop(libc::SIGINT).unwrap();
     assert_eq!(code, 0, "{}", stderr.join("\n"));
     assert!(!pins.exists());
-    live::remove_outputs(&summary_path);
 }
 
 /// Runs `outer... nsenter --net=NS -- inner... serveflow run -i IFACE extra...` in a fresh

@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use serveflow_testbed::{
-    frames::{smoke_capture, write_pcap},
-    live::{self, tmp},
+    frames::smoke_capture,
+    live::{self, Scratch},
     netns::is_root,
     serveflow_bin::{self, Running},
     VethPair,
@@ -28,9 +28,9 @@ fn start_with(bed: &VethPair, mode: &str, summary: &std::path::Path, extra: &[&s
 fn exact_counts(mode: &str, queues: u32) {
     let bed = VethPair::new("smoke", queues).unwrap();
     let capture = smoke_capture(20, 10);
-    let pcap = tmp(&format!("smoke-{mode}.pcap"));
-    write_pcap(&pcap, &capture.frames).unwrap();
-    let summary_path = tmp(&format!("summary-{mode}.json"));
+    let scratch = Scratch::new(&format!("smoke-{mode}"));
+    let pcap = scratch.pcap(&capture.frames).unwrap();
+    let summary_path = scratch.summary();
     // Several queues: one worker per AF_XDP socket (the default), forwarding flows between
     // them.
     let running = start_with(&bed, mode, &summary_path, &["--no-steer"]);
@@ -77,16 +77,11 @@ fn exact_counts(mode: &str, queues: u32) {
     assert_eq!(n(&serving["flows_in"]), capture.flows, "{serving:#}");
     assert_eq!(n(&serving["verdicts_out"]), capture.flows);
     assert_eq!(serving["every_flow_one_verdict"], true);
-    let lines = std::fs::read_to_string(summary_path.with_extension("verdicts.jsonl")).unwrap();
-    let verdicts: Vec<serde_json::Value> = lines
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let verdicts = live::verdicts(&summary_path).unwrap();
     assert_eq!(verdicts.len() as u64, capture.flows);
     assert!(verdicts
         .iter()
         .all(|v| v["label"].is_string() && v["latency_us"].as_f64().unwrap() >= 0.0));
-    let _ = std::fs::remove_file(summary_path.with_extension("verdicts.jsonl"));
 
     let k = &s["kernel_counters"];
     assert_eq!(
@@ -99,20 +94,8 @@ fn exact_counts(mode: &str, queues: u32) {
     // The namespaces' own stacks may add ARP/ICMP of their own; ours are a lower bound.
     assert!(n(&k["pass_not_ip"]) >= capture.not_ip);
     assert!(n(&k["pass_not_tcp_udp"]) >= capture.not_tcp_udp);
-    let outcomes: u64 = [
-        "redirected",
-        "pass_no_socket",
-        "pass_not_ip",
-        "pass_not_tcp_udp",
-        "pass_fragment",
-        "pass_truncated",
-        "pass_malformed",
-    ]
-    .iter()
-    .map(|c| n(&k[*c]))
-    .sum();
     assert_eq!(
-        outcomes,
+        live::kernel_outcomes(k),
         n(&k["packets"]),
         "every packet has exactly one outcome"
     );
@@ -127,19 +110,9 @@ fn exact_counts(mode: &str, queues: u32) {
     assert_eq!(n(&s["socket_drops"]["rx_dropped"]), 0);
 
     // Detached and unpinned on SIGINT.
-    let pins = std::path::Path::new("/sys/fs/bpf/serveflow_v3").join(&bed.dev_a);
+    let pins = live::pin_dir(&bed);
     assert!(!pins.exists(), "pins left behind at {}", pins.display());
-    let link = bed
-        .command(&bed.ns_a, "ip")
-        .args(["link", "show", &bed.dev_a])
-        .output()
-        .unwrap();
-    assert!(
-        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
-        "XDP still attached"
-    );
-    let _ = std::fs::remove_file(pcap);
-    let _ = std::fs::remove_file(summary_path);
+    assert!(!live::xdp_attached(&bed).unwrap(), "XDP still attached");
 }
 
 /// With early-packet steering (the default), userspace receives at most the packets its
@@ -153,9 +126,9 @@ fn kernel_steers_only_the_packets_userspace_needs() {
     }
     let bed = VethPair::new("steer", 1).unwrap();
     let capture = smoke_capture(20, 10);
-    let pcap = tmp("steer.pcap");
-    write_pcap(&pcap, &capture.frames).unwrap();
-    let summary_path = tmp("summary-steer.json");
+    let scratch = Scratch::new("steer");
+    let pcap = scratch.pcap(&capture.frames).unwrap();
+    let summary_path = scratch.summary();
     let running = start_with(&bed, "native", &summary_path, &[]);
     bed.replay_from_b(&pcap, 2000).unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -243,15 +216,11 @@ fn kernel_steers_only_the_packets_userspace_needs() {
     );
     assert_eq!(n(&s["afxdp"]["flows"]), capture.flows);
     assert_eq!(s["serving"]["every_flow_one_verdict"], true);
-    let lines = std::fs::read_to_string(summary_path.with_extension("verdicts.jsonl")).unwrap();
-    assert_eq!(lines.lines().count() as u64, capture.flows);
-    for l in lines.lines() {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+    let verdicts = live::verdicts(&summary_path).unwrap();
+    assert_eq!(verdicts.len() as u64, capture.flows);
+    for v in &verdicts {
         assert!(n(&v["packets"]) <= 4, "{v}");
     }
-    let _ = std::fs::remove_file(summary_path.with_extension("verdicts.jsonl"));
-    let _ = std::fs::remove_file(pcap);
-    let _ = std::fs::remove_file(summary_path);
 }
 
 #[test]
@@ -358,7 +327,8 @@ fn decided_flows_carry_their_class_mark_into_the_stack() {
         .find_map(|l| l.strip_prefix("classes = "))
         .map(|json| serde_json::from_str(json).unwrap())
         .unwrap();
-    let config = tmp("mark.toml");
+    let scratch = Scratch::new("mark");
+    let config = scratch.path("run.toml");
     let mut text = String::from("[actions]\n");
     for c in &classes {
         text.push_str(&format!("{c:?} = \"mark:0x10\"\n"));
@@ -390,14 +360,13 @@ fn decided_flows_carry_their_class_mark_into_the_stack() {
             frames.push(f);
         }
     }
-    let pcap = tmp("mark.pcap");
-    write_pcap(&pcap, &frames).unwrap();
+    let pcap = scratch.pcap(&frames).unwrap();
     let socket = marked_udp_socket(
         &bed.ns_a,
         std::net::SocketAddrV4::new(bed.addr_a.into(), 5353),
     );
 
-    let summary_path = tmp("summary-mark.json");
+    let summary_path = scratch.summary();
     let running = start_with(
         &bed,
         "native",
@@ -423,7 +392,4 @@ fn decided_flows_carry_their_class_mark_into_the_stack() {
     // What reached the stack were packets of decided flows: every one carries the mark.
     assert_eq!(marks.len() as u64, n(&k["mark_by_class"]), "{marks:?}");
     assert!(marks.iter().all(|m| *m == 0x10), "{marks:?}");
-    live::remove_outputs(&summary_path);
-    let _ = std::fs::remove_file(pcap);
-    let _ = std::fs::remove_file(config);
 }

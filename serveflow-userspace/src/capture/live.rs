@@ -21,7 +21,7 @@ use crate::{
     pipeline::Input,
 };
 
-/// How long to wait for packets before reporting idle.
+/// How long to wait for packets before reporting idle (see [`LiveSource::idle_wait`]).
 const IDLE_WAIT: Duration = Duration::from_millis(5);
 /// Frames within this long count as flowing traffic, worth spinning for.
 const BUSY_NS: u64 = 1_000_000;
@@ -43,6 +43,10 @@ pub struct LiveSource {
     pub error: Option<AfXdpError>,
     /// Counts received frames for the live metrics.
     pub metrics: Option<Arc<crate::metrics::LiveMetrics>>,
+    /// Longest sleep in poll(2) on quiet rings. Workers that receive packets forwarded by
+    /// other workers read them only between their own receives, so they set this shorter
+    /// (a forwarded packet waits at most this long on a quiet queue).
+    pub idle_wait: Duration,
     /// When the drop counters were last read (ns since `started`).
     statistics_at: u64,
     /// When frames last arrived (ns since `started`).
@@ -66,6 +70,7 @@ impl LiveSource {
             done: false,
             error: None,
             metrics: None,
+            idle_wait: IDLE_WAIT,
             statistics_at: 0,
             last_frames_at: 0,
         }
@@ -153,7 +158,7 @@ impl Iterator for LiveSource {
             return self.buffered.pop_front().map(Input::Packet);
         }
         if self.receive_all() == 0 && !self.spin() {
-            if let Err(e) = XskReceiver::wait_any(&self.sockets, IDLE_WAIT) {
+            if let Err(e) = XskReceiver::wait_any(&self.sockets, self.idle_wait) {
                 self.error.get_or_insert(e);
             }
             return Some(Input::Idle);

@@ -403,6 +403,12 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
                 RssSymmetry::Asymmetric | RssSymmetry::Unknown => false,
             },
         };
+    if per_queue && !symmetric {
+        // Forwarded packets are read between a worker's own receives: bound their wait.
+        for source in &mut sources {
+            source.idle_wait = FORWARDING_IDLE_WAIT;
+        }
+    }
     let feed = match sources.as_mut_slice() {
         [one] => Feed::Shared(one),
         many => Feed::PerWorker {
@@ -466,6 +472,9 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Longest poll(2) sleep of a worker that may have packets forwarded to it.
+const FORWARDING_IDLE_WAIT: Duration = Duration::from_millis(1);
 
 /// How often the interface's state is checked.
 const LINK_POLL: Duration = Duration::from_millis(200);

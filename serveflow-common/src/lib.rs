@@ -40,6 +40,15 @@ pub mod action {
     pub const MARK_META_LEN: usize = 8;
 }
 
+/// XDP metadata in front of a frame redirected to AF_XDP: the kernel's arrival time, so
+/// userspace features see when each packet arrived, not when a batch was read.
+pub mod arrival {
+    /// First word of the metadata (then 4 bytes of padding, then the time as a u64).
+    pub const META_MAGIC: u32 = 0x5346_5453;
+    /// Bytes of the metadata.
+    pub const META_LEN: usize = 16;
+}
+
 /// Highest RX queue index + 1 that can have an AF_XDP socket.
 pub const MAX_QUEUES: usize = 64;
 

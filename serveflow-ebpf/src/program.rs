@@ -8,7 +8,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use serveflow_common::{
-    action, FlowKey, FlowStats, XdpCounter, FLOW_MAP_ENTRIES, MAX_CLASSES, MAX_QUEUES,
+    action, arrival, FlowKey, FlowStats, XdpCounter, FLOW_MAP_ENTRIES, MAX_CLASSES, MAX_QUEUES,
     STEER_PACKETS,
 };
 
@@ -101,6 +101,7 @@ fn try_serveflow(ctx: &XdpContext) -> Result<u32, XdpCounter> {
     if XSKS.get(queue).is_none() {
         return Err(XdpCounter::PassNoSocket);
     }
+    stamp_arrival(ctx);
     match XSKS.redirect(queue, u64::from(xdp_action::XDP_PASS)) {
         Ok(action) => {
             count(XdpCounter::Redirected);
@@ -130,6 +131,28 @@ fn attach_mark(ctx: &XdpContext, mark: u32) -> bool {
         *((meta + 4) as *mut u32) = mark;
     }
     true
+}
+
+/// Puts the arrival time in front of a packet bound for AF_XDP (the socket copies metadata
+/// with the frame); best effort: without room for metadata userspace stamps the batch.
+#[inline(always)]
+fn stamp_arrival(ctx: &XdpContext) {
+    // SAFETY: the helper only moves the metadata start within the headroom; pointers are
+    // re-read below.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(arrival::META_LEN as i32)) } != 0 {
+        return;
+    }
+    let meta = ctx.metadata();
+    if meta + arrival::META_LEN > ctx.data() {
+        return;
+    }
+    // SAFETY: [meta, meta + 16) lies before data (checked above), inside the metadata area;
+    // bpf_ktime_get_ns has no preconditions.
+    unsafe {
+        *(meta as *mut u32) = arrival::META_MAGIC;
+        *((meta + 4) as *mut u32) = 0;
+        *((meta + 8) as *mut u64) = bpf_ktime_get_ns();
+    }
 }
 
 /// TC ingress (tcx): sets the skb mark the XDP program left in the metadata, then lets every

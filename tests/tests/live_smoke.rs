@@ -61,6 +61,11 @@ fn exact_counts(mode: &str, queues: u32) {
         .iter()
         .map(n)
         .collect();
+    assert_eq!(
+        n(&afxdp["kernel_timestamps"]),
+        capture.tcp_udp_packets,
+        "every frame carries the kernel's arrival time"
+    );
     assert_eq!(by_queue.len() as u32, queues);
     assert_eq!(by_queue.iter().sum::<u64>(), capture.tcp_udp_packets);
     // Generic (skb) XDP on a veth sees every packet on queue 0; native XDP sees the queue the

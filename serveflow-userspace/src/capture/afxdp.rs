@@ -98,6 +98,29 @@ impl std::ops::AddAssign for SocketStatistics {
     }
 }
 
+/// The arrival time the XDP program wrote in front of the frame at `start`, if it did: the
+/// kernel copies metadata with the frame into the same UMEM chunk, just before the data.
+fn arrival_time(base: *const u8, start: usize) -> Option<u64> {
+    let len = serveflow_common::arrival::META_LEN;
+    // The metadata must lie inside the frame's own chunk (the kernel leaves 256 bytes of
+    // headroom in front of the data, so it always does when present).
+    if start % FRAME_SIZE as usize >= len {
+        // SAFETY: [start - len, start) is inside the same chunk of the mapping as the frame
+        // (checked above); unaligned reads of plain integers.
+        let (magic, time) = unsafe {
+            let meta = base.add(start - len);
+            (
+                std::ptr::read_unaligned(meta.cast::<u32>()),
+                std::ptr::read_unaligned(meta.add(8).cast::<u64>()),
+            )
+        };
+        if magic == serveflow_common::arrival::META_MAGIC {
+            return Some(time);
+        }
+    }
+    None
+}
+
 /// The UMEM's backing memory, unmapped on drop (after the socket that uses it).
 struct Mapping {
     area: NonNull<[u8]>,
@@ -252,9 +275,13 @@ impl XskReceiver {
         unsafe { std::os::fd::BorrowedFd::borrow_raw(self.rx.as_raw_fd()) }
     }
 
-    /// Hands every frame waiting on the RX ring (up to a batch) to `on_frame` and returns the
-    /// frames to the fill ring. Returns how many frames were received.
-    pub fn receive(&mut self, mut on_frame: impl FnMut(&[u8])) -> Result<usize, AfXdpError> {
+    /// Hands every frame waiting on the RX ring (up to a batch) to `on_frame`, with the
+    /// kernel's arrival time (CLOCK_MONOTONIC ns) when the XDP program left it in the frame's
+    /// metadata, and returns the frames to the fill ring. Returns how many were received.
+    pub fn receive(
+        &mut self,
+        mut on_frame: impl FnMut(&[u8], Option<u64>),
+    ) -> Result<usize, AfXdpError> {
         let base = self.mapping.area.as_ptr().cast::<u8>();
         let area_len = self.mapping.area.len();
         let mut addrs = [0u64; BATCH as usize];
@@ -267,7 +294,7 @@ impl XskReceiver {
                     // SAFETY: [start, start+len) lies inside the mapping (checked above), and
                     // the kernel does not write a frame while it sits on the RX ring.
                     let frame = unsafe { std::slice::from_raw_parts(base.add(start), len) };
-                    on_frame(frame);
+                    on_frame(frame, arrival_time(base, start));
                 }
                 // Frames go back whole: align the address down to its frame.
                 addrs[n] = addr - addr % u64::from(FRAME_SIZE);

@@ -1,5 +1,6 @@
 //! Live traffic as a pipeline input: the AF_XDP sockets of one interface drained in batches,
-//! frames stamped with their arrival time on the run's monotonic clock, and an `Idle` whenever
+//! frames stamped with their arrival time on the run's monotonic clock (the kernel's, from the
+//! XDP metadata, so a batch read late keeps its packets' spacing), and an `Idle` whenever
 //! nothing arrived for a while so the workers fire their timeouts. Ends on the stop flag
 //! (SIGINT/SIGTERM) or after the duration, after draining what the kernel already queued.
 
@@ -51,6 +52,10 @@ pub struct LiveSource {
     statistics_at: u64,
     /// When frames last arrived (ns since `started`).
     last_frames_at: u64,
+    /// `started` on CLOCK_MONOTONIC (ns), the kernel's clock for arrival times.
+    mono_start_ns: u64,
+    /// Frames that carried the kernel's arrival time.
+    pub kernel_stamped: u64,
 }
 
 impl LiveSource {
@@ -73,6 +78,8 @@ impl LiveSource {
             idle_wait: IDLE_WAIT,
             statistics_at: 0,
             last_frames_at: 0,
+            mono_start_ns: monotonic_ns().saturating_sub(started.elapsed().as_nanos() as u64),
+            kernel_stamped: 0,
         }
     }
 
@@ -81,9 +88,18 @@ impl LiveSource {
         let mut n = 0;
         for socket in &mut self.sockets {
             let buffered = &mut self.buffered;
-            match socket.receive(|frame| {
+            let (mono_start, stamped) = (self.mono_start_ns, &mut self.kernel_stamped);
+            match socket.receive(|frame, arrival| {
+                // The kernel's arrival time where the program left it, else this batch's.
+                let ts = match arrival {
+                    Some(t) => {
+                        *stamped += 1;
+                        t.saturating_sub(mono_start)
+                    }
+                    None => ts_ns,
+                };
                 buffered.push_back(CapturedPacket {
-                    ts_ns,
+                    ts_ns: ts,
                     link: LinkType::Ethernet,
                     data: frame.to_vec(),
                     file: 0,
@@ -138,6 +154,17 @@ impl LiveSource {
             }
         }
     }
+}
+
+/// CLOCK_MONOTONIC now (ns): the clock of `bpf_ktime_get_ns` (and of `Instant` on Linux).
+fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    (t.tv_sec as u64) * 1_000_000_000 + t.tv_nsec as u64
 }
 
 impl Iterator for LiveSource {

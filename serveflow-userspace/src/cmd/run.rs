@@ -217,6 +217,9 @@ pub struct UserspaceCounts {
     pub packets_after_verdict: u64,
     /// Frames received per AF_XDP socket (RX queue 0, 1, ...).
     pub by_queue: Vec<u64>,
+    /// Frames that carried the kernel's arrival time in their XDP metadata (the rest were
+    /// stamped when their batch was read).
+    pub kernel_timestamps: u64,
 }
 
 /// Runs until SIGINT/SIGTERM or the duration, then prints (and optionally writes) a summary.
@@ -334,6 +337,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
             }
         }
         counts.by_queue = source.sockets.iter().map(XskReceiver::received).collect();
+        counts.kernel_timestamps = source.kernel_stamped;
         stop_side.store(true, std::sync::atomic::Ordering::Relaxed);
         let serving = serde_json::json!({ "drain_only": true });
         let summary = summarize(
@@ -419,6 +423,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     let result = pipeline::run(cascade, &config, feed, &verdicts, None, Some(hooks));
     stop_side.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut sockets = Vec::new();
+    let kernel_timestamps = sources.iter().map(|s| s.kernel_stamped).sum();
     for source in &mut sources {
         if let Some(e) = source.error.take() {
             log::error!("AF_XDP receive failed, stopped early: {e}");
@@ -428,6 +433,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     sockets.sort_by_key(XskReceiver::queue);
     let mut counts = userspace_counts(&result);
     counts.by_queue = sockets.iter().map(XskReceiver::received).collect();
+    counts.kernel_timestamps = kernel_timestamps;
     let serving = replay::summary_json(&result, &[], &[], &[], &dir);
     let mut summary = summarize(
         &mut program,

@@ -393,6 +393,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         speed: Speed::Max,
         cpus: cpus.or_else(|| opts.pipeline.cpus.clone()),
         progress: Some(Arc::clone(&metrics.progress)),
+        live_origin: Some(started),
         ..opts.pipeline.clone()
     };
     let symmetric = per_queue

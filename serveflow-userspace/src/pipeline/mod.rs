@@ -148,6 +148,10 @@ pub struct PipelineConfig {
     /// Where workers and pool threads publish running totals (live metrics); None: nowhere.
     #[serde(skip)]
     pub progress: Option<Arc<progress::Progress>>,
+    /// Live sources: the origin of the arrival times they stamp on packets; latency then
+    /// runs from a flow's first arrival (see [`Clock::live`]).
+    #[serde(skip)]
+    pub live_origin: Option<std::time::Instant>,
 }
 
 impl Default for PipelineConfig {
@@ -163,6 +167,7 @@ impl Default for PipelineConfig {
             interval_ms: 1000,
             cpus: None,
             progress: None,
+            live_origin: None,
         }
     }
 }
@@ -241,7 +246,10 @@ where
     I: Iterator<Item = Input> + Send,
 {
     let started = SystemTime::now();
-    let clock = Clock::new(config.speed == Speed::Virtual);
+    let clock = match config.live_origin {
+        Some(start) => Clock::live(start),
+        None => Clock::new(config.speed == Speed::Virtual),
+    };
     let workers = match &feed {
         Feed::Shared(_) => config.workers.max(1),
         Feed::PerWorker { sources, .. } => sources.len().max(1),

@@ -12,12 +12,15 @@ use crate::{
 };
 
 /// The run's clocks. Wall time is nanoseconds since the run started. Latency time is wall time
-/// too, except on a virtual clock, where a packet's arrival is its capture timestamp: the wait
-/// for packets is then what the capture recorded, and queueing and inference are measured.
+/// too, except on a virtual clock, where a packet's arrival is its capture timestamp (the wait
+/// for packets is then what the capture recorded, and queueing and inference are measured).
+/// On a live clock a flow starts when the source says its first packet arrived (the kernel's
+/// time, for AF_XDP, on the same origin), so latency includes the time it waited in the rings.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
     start: Instant,
     virtual_time: bool,
+    source_time: bool,
 }
 
 impl Clock {
@@ -26,6 +29,17 @@ impl Clock {
         Clock {
             start: Instant::now(),
             virtual_time,
+            source_time: false,
+        }
+    }
+
+    /// A live clock whose origin is the source's: packets carry arrival times measured from
+    /// `start`.
+    pub fn live(start: Instant) -> Self {
+        Clock {
+            start,
+            virtual_time: false,
+            source_time: true,
         }
     }
 
@@ -34,12 +48,22 @@ impl Clock {
         self.start.elapsed().as_nanos() as u64
     }
 
-    /// Latency-clock time of a packet with capture/arrival timestamp `ts_ns` arriving now.
+    /// Latency-clock time of a packet with capture/arrival timestamp `ts_ns` handled now.
     pub fn arrival(&self, ts_ns: u64, wall: u64) -> u64 {
         if self.virtual_time {
             ts_ns
         } else {
             wall
+        }
+    }
+
+    /// Latency-clock time a flow starts at, for its first packet handled at latency time `t`:
+    /// `t`, or on a live clock the packet's own arrival time.
+    pub fn flow_start(&self, ts_ns: u64, t: u64) -> u64 {
+        if self.source_time {
+            ts_ns.min(t)
+        } else {
+            t
         }
     }
 
@@ -142,5 +166,23 @@ impl ThreadOutput {
         }
         self.stats.record(&v, class, scored, wall);
         self.lines.push(&v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flows_start_at_their_source_arrival_only_on_a_live_clock() {
+        let live = Clock::live(Instant::now());
+        assert_eq!(live.arrival(5, 10), 10, "handled now");
+        assert_eq!(live.flow_start(5, 10), 5, "arrived earlier, in the rings");
+        assert_eq!(live.flow_start(20, 10), 10, "never after it was handled");
+        let wall = Clock::new(false);
+        assert_eq!(wall.flow_start(5, 10), 10);
+        let virt = Clock::new(true);
+        assert_eq!(virt.arrival(5, 10), 5);
+        assert_eq!(virt.flow_start(5, virt.arrival(5, 10)), 5);
     }
 }

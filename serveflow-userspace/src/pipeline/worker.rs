@@ -206,7 +206,7 @@ impl Worker {
                     } else {
                         *udp_flows += 1;
                     }
-                    flow.state.t_first = t;
+                    flow.state.t_first = clock.flow_start(p.ts_ns, t);
                     flow.state.file = file;
                     // A first stage that needs more than this packet sets the flow's wait;
                     // one that decides on it needs no deadline (fewer heap entries per flow).

@@ -107,7 +107,9 @@ impl LiveSource {
             }) {
                 Ok(k) => {
                     n += k;
-                    if let Some(m) = &self.metrics {
+                    // Only when frames came: an empty ring is polled in a tight loop while
+                    // traffic flows, and these counters are shared between workers.
+                    if let Some(m) = self.metrics.as_ref().filter(|_| k > 0) {
                         m.received_packets.fetch_add(k as u64, Ordering::Relaxed);
                         if let Some(q) = m.queues.get(socket.queue() as usize) {
                             q.packets.fetch_add(k as u64, Ordering::Relaxed);

@@ -345,7 +345,6 @@ pub fn serve(
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly on purpose")]
     use super::*;
-    use crate::verdict::Trigger;
     use std::io::Read as _;
 
     #[test]
@@ -362,22 +361,13 @@ mod tests {
         });
         let mut hook = m.hook();
         let v = Verdict {
-            src: "10.0.0.1".parse().unwrap(),
-            sport: 1,
-            dst: "10.0.0.2".parse().unwrap(),
-            dport: 2,
-            proto: 6,
-            first_seen_us: 0,
             label: "b".into(),
-            confidence: 0.9,
             stage: StageKind::Slow,
             model: "slow",
-            trigger: Trigger::Packets,
             packets: 4,
             latency_us: 3_000.0,
             serving_us: 10.0,
-            server_name: None,
-            truth: None,
+            ..Verdict::sample()
         };
         hook.decided(&v, 1);
         hook.decided(&v, 1);

@@ -200,6 +200,31 @@ impl Drop for VerdictBuffer {
     }
 }
 
+/// A verdict to build test cases from (`Verdict { label: .., ..Verdict::sample() }`).
+#[cfg(test)]
+impl Verdict {
+    pub(crate) fn sample() -> Verdict {
+        Verdict {
+            src: std::net::IpAddr::from([10, 0, 0, 1]),
+            sport: 1,
+            dst: std::net::IpAddr::from([10, 0, 0, 2]),
+            dport: 2,
+            proto: 6,
+            first_seen_us: 0,
+            label: "a".into(),
+            confidence: 0.9,
+            stage: StageKind::Fast,
+            model: "fast",
+            trigger: Trigger::Packets,
+            packets: 1,
+            latency_us: 0.0,
+            serving_us: 1.0,
+            server_name: None,
+            truth: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly on purpose")]
@@ -223,22 +248,16 @@ mod tests {
         let sink = Shared::default();
         let out = VerdictOutput::new(Box::new(sink.clone()));
         let v = Verdict {
-            src: "10.0.0.1".parse().unwrap(),
             sport: 1000,
             dst: "2001:db8::1".parse().unwrap(),
             dport: 443,
-            proto: 6,
             first_seen_us: 1,
             label: "TLS".into(),
-            confidence: 0.9,
-            stage: StageKind::Fast,
-            model: "fast",
-            trigger: Trigger::Packets,
             packets: 2,
             latency_us: 12.5,
             serving_us: 1.5,
-            server_name: None,
             truth: Some("TLS".into()),
+            ..Verdict::sample()
         };
         std::thread::scope(|s| {
             for _ in 0..4 {

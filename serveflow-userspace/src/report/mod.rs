@@ -409,22 +409,11 @@ mod tests {
         let log = IntervalLog::default();
         let classes: Vec<String> = vec!["a".into(), "b".into()];
         let verdict = |stage, latency_us| Verdict {
-            src: "10.0.0.1".parse().unwrap(),
-            sport: 1,
-            dst: "10.0.0.2".parse().unwrap(),
-            dport: 2,
             proto: 17,
-            first_seen_us: 0,
-            label: "a".into(),
             confidence: 1.0,
             stage,
-            model: "fast",
-            trigger: Trigger::Packets,
-            packets: 1,
             latency_us,
-            serving_us: 1.0,
-            server_name: None,
-            truth: None,
+            ..Verdict::sample()
         };
         let mut t1 = ThreadStats::new(2, 1_000_000_000, log.clone());
         let mut t2 = ThreadStats::new(2, 1_000_000_000, log.clone());

@@ -1,7 +1,10 @@
 //! Model crafting, after ServeFlow: train candidates over feature set x packet count x model
-//! size, measure each one's held-out macro-F1 and its inference cost on this machine, keep
-//! the Pareto front (no other candidate is cheaper, waits for fewer packets and scores
-//! higher), and pick the best-scoring fast and slow models within their cost budgets.
+//! size for every stage, measure each one's held-out macro-F1 and its inference cost on this
+//! machine, keep each stage's Pareto front (no other candidate is cheaper, waits for fewer
+//! packets and scores higher), and pick the stages within their cost budgets: the 1-packet
+//! `first` and the `fast` stage each within the inline budget (they run on the fast path, the
+//! fast one only for flows the first passes on), the slow stage within its own. Two baselines sit in the same table:
+//! a port table and a k-NN over the first packets' sizes, directions and gaps.
 
 use std::{fmt::Write as _, path::PathBuf};
 
@@ -13,8 +16,12 @@ use serveflow::{
 };
 
 use crate::{
+    baselines::{self, Baseline},
+    dataset::Corpus,
     mlp,
-    pipeline::{self, FastParams, Split, SplitOptions, TrainOptions, TrainReport},
+    pipeline::{self, within, TrainOptions, TrainReport, TreeStage},
+    split::{Split, SplitOptions},
+    trees::FastParams,
 };
 
 /// Crafting settings.
@@ -24,12 +31,16 @@ pub struct CraftOptions {
     pub split: SplitOptions,
     /// Output models directory.
     pub out: PathBuf,
-    /// Fast candidates must cost at most this many microseconds per flow.
-    pub fast_budget_us: f64,
+    /// Each inline stage (`first`, `fast`) must cost at most this many microseconds per flow.
+    pub inline_budget_us: f64,
     /// Slow candidates must cost at most this many microseconds per flow at batch 32.
     pub slow_budget_us: f64,
     /// MLP epochs for every slow candidate.
     pub epochs: usize,
+    /// The serving waits the stages' features are seen through (ms).
+    pub waits_ms: (f64, f64),
+    /// Training seed.
+    pub seed: u64,
     /// The command line, recorded in the reports.
     pub command: String,
 }
@@ -37,7 +48,7 @@ pub struct CraftOptions {
 /// One trained and measured candidate.
 #[derive(Clone, Debug, Serialize)]
 pub struct Candidate {
-    /// `fast` or `slow`.
+    /// `first`, `fast` or `slow`.
     pub stage: &'static str,
     /// Features in `--features` syntax.
     pub features: String,
@@ -45,6 +56,8 @@ pub struct Candidate {
     pub packets: u32,
     /// Model size, readable.
     pub size: String,
+    /// Inputs per flow.
+    pub inputs: usize,
     /// Held-out macro-F1.
     pub macro_f1: f64,
     /// Held-out accuracy.
@@ -56,26 +69,60 @@ pub struct Candidate {
     /// Picked for the models directory.
     pub picked: bool,
     #[serde(skip)]
-    spec: FeatureSpec,
+    tree: Option<TreeStage>,
     #[serde(skip)]
-    fast: Option<FastParams>,
-    #[serde(skip)]
-    hidden: Option<[usize; 2]>,
+    slow: Option<(FeatureSpec, [usize; 2])>,
 }
 
-/// Fast grid: the first packets' statistics, alone or with masked header bits, at a few
-/// ensemble sizes. Fast models never wait for more than two packets.
-const FAST_FEATURES: [&str; 2] = ["stats", "stats,nprint,nprint-masked"];
-const FAST_PACKETS: [u32; 2] = [1, 2];
-const FAST_SIZES: [(u32, u32); 4] = [(4, 8), (8, 8), (12, 8), (8, 16)];
-/// Slow grid: masked nPrint bits with or without statistics and payload, over more packets,
-/// at three MLP widths.
-const SLOW_FEATURES: [&str; 2] = [
-    "nprint,nprint-masked",
-    "stats,nprint,nprint-masked,payload:32",
+/// First-stage grid: what the first packet shows (ports, its payload's first bytes, the name
+/// it carries, its masked header bits) at a few small sizes.
+const FIRST_FEATURES: [&str; 5] = [
+    "stats,ports",
+    "stats,ports,bytes:16",
+    "stats,ports,name:64",
+    "stats,ports,bytes:16,name:64",
+    "stats,ports,bytes:16,name:64,nprint,nprint-masked",
 ];
-const SLOW_PACKETS: [u32; 3] = [2, 4, 6];
-const SLOW_HIDDEN: [[usize; 2]; 3] = [[64, 32], [128, 64], [256, 128]];
+/// Fast-stage grid: the same over the first packets of the handshake (the TLS ClientHello
+/// and the HTTP request are packet 4 of a TCP flow), with and without the packet sequence.
+const FAST_FEATURES: [&str; 3] = [
+    "stats,ports,name:64",
+    "stats,ports,bytes:16,name:64",
+    "stats,ports,seq,bytes:16,name:64",
+];
+const FAST_PACKETS: [u32; 2] = [2, 4];
+/// (rounds, leaves, depth, learning rate): trees = rounds x classes, so with ~50 classes a
+/// handful of rounds is what 2 µs buys; larger steps make up for fewer rounds, and shallow
+/// trees are cheap to walk.
+const TREE_SIZES: [(u32, u32, i32, f64); 3] = [(2, 16, 4, 0.35), (3, 16, 4, 0.3), (5, 8, 3, 0.3)];
+/// Slow grid: masked header bits and payload with statistics, with and without ports and the
+/// name, over 4 and 6 packets, at two widths.
+const SLOW: [(&str, u32, [usize; 2]); 6] = [
+    ("stats,nprint,nprint-masked,payload:32", 4, [128, 64]),
+    (
+        "stats,ports,name:64,nprint,nprint-masked,payload:32",
+        4,
+        [64, 32],
+    ),
+    (
+        "stats,ports,name:64,nprint,nprint-masked,payload:32",
+        4,
+        [128, 64],
+    ),
+    (
+        "stats,ports,name:64,nprint,nprint-masked,payload:32",
+        6,
+        [128, 64],
+    ),
+    (
+        "stats,ports,seq,bytes:32,name:64,nprint,nprint-masked",
+        4,
+        [128, 64],
+    ),
+    ("stats,ports,seq,bytes:32,name:64", 8, [128, 64]),
+];
+/// Packets the k-NN baseline sees (the slow stage's).
+const KNN_PACKETS: u32 = 4;
 
 fn spec(features: &str, packets: u32) -> anyhow::Result<FeatureSpec> {
     let spec: FeatureSpec = features.parse()?;
@@ -103,8 +150,8 @@ pub fn mark_pareto(candidates: &mut [Candidate]) {
     }
 }
 
-/// The best-scoring candidate of `stage` within `budget_us`, fewest packets and lowest cost
-/// breaking ties.
+/// The best-scoring candidate of `stage` within `budget_us` (macro-F1, then accuracy), fewest
+/// packets and lowest cost breaking ties.
 pub fn pick(candidates: &[Candidate], stage: &str, budget_us: f64) -> Option<usize> {
     candidates
         .iter()
@@ -113,91 +160,107 @@ pub fn pick(candidates: &[Candidate], stage: &str, budget_us: f64) -> Option<usi
         .max_by(|(_, a), (_, b)| {
             a.macro_f1
                 .total_cmp(&b.macro_f1)
+                .then(a.accuracy.total_cmp(&b.accuracy))
                 .then(b.packets.cmp(&a.packets))
                 .then(b.us_per_flow.total_cmp(&a.us_per_flow))
         })
         .map(|(i, _)| i)
 }
 
-/// Trains and measures every candidate, picks the two stages, writes the models directory
-/// (with `metrics.json` and `craft.md`) and returns the table and the picked models' report.
-pub fn craft(opts: &CraftOptions) -> anyhow::Result<(Vec<Candidate>, TrainReport)> {
-    let none = FeatureSpec {
-        stats: false,
-        nprint: None,
-        packets: 1,
-    };
+/// The picked stages and what crafting measured.
+#[derive(Debug)]
+pub struct Crafted {
+    /// Every candidate.
+    pub candidates: Vec<Candidate>,
+    /// Baselines on the same held-out flows.
+    pub baselines: Vec<Baseline>,
+    /// The picked models' report, as retrained into the directory.
+    pub report: TrainReport,
+}
+
+/// Trains and measures every candidate, picks the stages, writes the models directory (with
+/// `metrics.json` and `craft.md`).
+pub fn craft(corpus: &Corpus, opts: &CraftOptions) -> anyhow::Result<Crafted> {
+    let split = Split::prepare(corpus, &opts.split)?;
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let mut candidates = Vec::new();
-    for features in FAST_FEATURES {
-        for packets in FAST_PACKETS {
-            let spec = spec(features, packets)?;
-            let split = Split::prepare(&opts.split, spec, none)?;
-            for (rounds, leaves) in FAST_SIZES {
-                let params = FastParams { rounds, leaves };
-                let text = split.train_fast(params, opts.split.seed)?;
-                let model = TreeModel::parse(&text)?;
-                let (scores, us) = split.eval_fast(&model);
-                let c = Candidate {
-                    stage: "fast",
-                    features: features.to_owned(),
-                    packets,
-                    size: format!("{rounds} rounds x {leaves} leaves"),
-                    macro_f1: scores.macro_f1,
-                    accuracy: scores.accuracy,
-                    us_per_flow: us,
-                    pareto: false,
-                    picked: false,
-                    spec,
-                    fast: Some(params),
-                    hidden: None,
-                };
-                eprintln!("serveflow-train: craft: {}", line(&c));
-                candidates.push(c);
-            }
+    let trees = FIRST_FEATURES.iter().map(|f| ("first", *f, 1)).chain(
+        FAST_FEATURES
+            .iter()
+            .flat_map(|f| FAST_PACKETS.map(|p| ("fast", *f, p))),
+    );
+    for (stage, features, packets) in trees {
+        let spec_p = spec(features, packets)?;
+        for (rounds, leaves, max_depth, learning_rate) in TREE_SIZES {
+            let tree = TreeStage {
+                features: spec_p,
+                packets,
+                params: FastParams {
+                    rounds,
+                    leaves,
+                    learning_rate,
+                    max_depth,
+                },
+            };
+            let text = split.train_tree(&tree, opts.waits_ms, opts.seed)?;
+            let model = TreeModel::parse(&text)?;
+            let seen = within(tree.spec(), true, opts.waits_ms);
+            let (scores, us) = split.eval_tree(&model, seen, &split.test);
+            let c = Candidate {
+                stage,
+                features: features.to_owned(),
+                packets,
+                size: tree.params.describe(),
+                inputs: seen.width(),
+                macro_f1: scores.macro_f1,
+                accuracy: scores.accuracy,
+                us_per_flow: us,
+                pareto: false,
+                picked: false,
+                tree: Some(tree),
+                slow: None,
+            };
+            eprintln!("serveflow-train: craft: {}", line(&c));
+            candidates.push(c);
         }
     }
-    for features in SLOW_FEATURES {
-        for packets in SLOW_PACKETS {
-            let spec = spec(features, packets)?;
-            let split = Split::prepare(&opts.split, none, spec)?;
-            let inputs = spec.names().len();
-            for hidden in SLOW_HIDDEN {
-                let config = mlp::TrainConfig {
-                    hidden,
-                    epochs: opts.epochs,
-                    seed: opts.split.seed,
-                    ..mlp::TrainConfig::default()
-                };
-                let net = split.train_slow(config)?;
-                let path = scratch.path().join("candidate.onnx");
-                std::fs::write(&path, net.to_onnx())?;
-                let model =
-                    SlowModel::load(&path, inputs, split.classes.len(), OutputKind::Logits)?;
-                let (scores, us) = split.eval_slow(&model)?;
-                let c = Candidate {
-                    stage: "slow",
-                    features: features.to_owned(),
-                    packets,
-                    size: format!(
-                        "MLP {inputs}-{}-{}-{}",
-                        hidden[0],
-                        hidden[1],
-                        split.classes.len()
-                    ),
-                    macro_f1: scores.macro_f1,
-                    accuracy: scores.accuracy,
-                    us_per_flow: us,
-                    pareto: false,
-                    picked: false,
-                    spec,
-                    fast: None,
-                    hidden: Some(hidden),
-                };
-                eprintln!("serveflow-train: craft: {}", line(&c));
-                candidates.push(c);
-            }
-        }
+    for (features, packets, hidden) in SLOW {
+        let s = spec(features, packets)?;
+        let config = mlp::TrainConfig {
+            hidden,
+            epochs: opts.epochs,
+            seed: opts.seed,
+            ..mlp::TrainConfig::default()
+        };
+        let net = split.train_slow(s, opts.waits_ms, config)?;
+        let seen = within(s, false, opts.waits_ms);
+        let path = scratch.path().join("candidate.onnx");
+        std::fs::write(&path, net.to_onnx())?;
+        let model = SlowModel::load(&path, seen.width(), split.classes.len(), OutputKind::Logits)?;
+        let (scores, us) = split.eval_slow(&model, seen, &split.test)?;
+        let c = Candidate {
+            stage: "slow",
+            features: features.to_owned(),
+            packets,
+            size: format!(
+                "MLP {}-{}-{}-{} (of {} inputs)",
+                net.layers.first().map_or(0, |l| l.inputs),
+                hidden[0],
+                hidden[1],
+                split.classes.len(),
+                seen.width()
+            ),
+            inputs: seen.width(),
+            macro_f1: scores.macro_f1,
+            accuracy: scores.accuracy,
+            us_per_flow: us,
+            pareto: false,
+            picked: false,
+            tree: None,
+            slow: Some((s, hidden)),
+        };
+        eprintln!("serveflow-train: craft: {}", line(&c));
+        candidates.push(c);
     }
     mark_pareto(&mut candidates);
     let cheapest = |stage: &str| {
@@ -207,13 +270,16 @@ pub fn craft(opts: &CraftOptions) -> anyhow::Result<(Vec<Candidate>, TrainReport
             .map(|c| c.us_per_flow)
             .fold(f64::INFINITY, f64::min)
     };
-    let fast_i = pick(&candidates, "fast", opts.fast_budget_us).with_context(|| {
-        format!(
-            "no fast candidate costs <= {} us/flow (cheapest: {:.2}): raise --fast-budget-us",
-            opts.fast_budget_us,
-            cheapest("fast")
-        )
-    })?;
+    let inline = |stage: &str| {
+        pick(&candidates, stage, opts.inline_budget_us).with_context(|| {
+            format!(
+                "no {stage} candidate costs <= {} us/flow (cheapest: {:.2}): raise --inline-budget-us",
+                opts.inline_budget_us,
+                cheapest(stage)
+            )
+        })
+    };
+    let (first_i, fast_i) = (inline("first")?, inline("fast")?);
     let slow_i = pick(&candidates, "slow", opts.slow_budget_us).with_context(|| {
         format!(
             "no slow candidate costs <= {} us/flow (cheapest: {:.2}): raise --slow-budget-us",
@@ -221,26 +287,52 @@ pub fn craft(opts: &CraftOptions) -> anyhow::Result<(Vec<Candidate>, TrainReport
             cheapest("slow")
         )
     })?;
-    candidates[fast_i].picked = true;
-    candidates[slow_i].picked = true;
-    let (f, s) = (&candidates[fast_i], &candidates[slow_i]);
+    for i in [first_i, fast_i, slow_i] {
+        candidates[i].picked = true;
+    }
+    let baselines = vec![
+        baselines::port_only(&split, &split.test),
+        baselines::knn(
+            &split,
+            &split.test,
+            KNN_PACKETS,
+            serveflow::pipeline::wait_ns(opts.waits_ms.1),
+        ),
+    ];
+    for b in &baselines {
+        eprintln!(
+            "serveflow-train: craft: baseline {}: macro-F1 {:.3}, accuracy {:.3}, {:.2} us/flow",
+            b.name, b.scores.macro_f1, b.scores.accuracy, b.us_per_flow
+        );
+    }
+    let (slow_spec, hidden) = candidates[slow_i]
+        .slow
+        .context("slow candidate without settings")?;
     let train = TrainOptions {
         split: opts.split.clone(),
         out: opts.out.clone(),
-        fast: f.spec,
-        slow: s.spec,
-        fast_params: f.fast.context("fast candidate without parameters")?,
+        first: candidates[first_i].tree,
+        fast: candidates[fast_i]
+            .tree
+            .context("fast candidate without settings")?,
+        slow: slow_spec,
         mlp: mlp::TrainConfig {
-            hidden: s.hidden.context("slow candidate without widths")?,
+            hidden,
             epochs: opts.epochs,
-            seed: opts.split.seed,
+            seed: opts.seed,
             ..mlp::TrainConfig::default()
         },
+        waits_ms: opts.waits_ms,
         command: opts.command.clone(),
     };
-    let report = pipeline::train(&train)?;
-    std::fs::write(opts.out.join("craft.md"), table(opts, &candidates, &report))?;
-    Ok((candidates, report))
+    let report = pipeline::train(corpus, &train)?;
+    let crafted = Crafted {
+        candidates,
+        baselines,
+        report,
+    };
+    std::fs::write(opts.out.join("craft.md"), table(opts, &crafted))?;
+    Ok(crafted)
 }
 
 fn line(c: &Candidate) -> String {
@@ -251,35 +343,44 @@ fn line(c: &Candidate) -> String {
 }
 
 /// The candidates as a Markdown page.
-pub fn table(opts: &CraftOptions, candidates: &[Candidate], report: &TrainReport) -> String {
+pub fn table(opts: &CraftOptions, crafted: &Crafted) -> String {
+    let report = &crafted.report;
+    let d = &report.dataset;
     let mut s = String::new();
     let _ = writeln!(s, "# Model crafting: {} task\n", report.task);
     let _ = writeln!(s, "Produced by `{}`.", opts.command);
     let _ = writeln!(
         s,
-        "Held-out split: {} capture files ({} flows), {} classes. Cost: median inference time per flow on the \
-         machine that ran the command (fast: one flow at a time; slow: batch of 32), one core. \
-         Budgets: fast <= {} us, slow <= {} us. Pareto: no other candidate of the stage is cheaper, \
-         waits for fewer packets and scores higher.\n",
+        "Corpus: {} labeled flows after removing {} exact duplicates (same feature row and label; {} feature rows carry two labels); \
+         held-out split: {} capture files ({} flows), {} classes. Features are what each stage has when its wait runs out \
+         (inline stages: packets within {} ms of the first; slow: within {} ms). Cost: median inference time per flow on the \
+         machine that ran the command (tree stages: one flow at a time; slow: batch of 32), one core. Budgets: each inline stage (first, fast) <= {} us, \
+         slow <= {} us. Pareto: no other candidate of the stage is cheaper, waits for fewer packets and scores higher.\n",
+        d.labeled - d.duplicates_removed,
+        d.duplicates_removed,
+        d.conflicting_rows,
         report.test_files,
         report.fast.scores.rows,
         report.classes.len(),
-        opts.fast_budget_us,
+        opts.waits_ms.0,
+        opts.waits_ms.1,
+        opts.inline_budget_us,
         opts.slow_budget_us
     );
     let _ = writeln!(
         s,
-        "| stage | features | packets | size | macro-F1 | accuracy | us/flow | Pareto | picked |"
+        "| stage | features | packets | size | inputs | macro-F1 | accuracy | us/flow | Pareto | picked |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
-    for c in candidates {
+    let _ = writeln!(s, "|---|---|---|---|---:|---:|---:|---:|---|---|");
+    for c in &crafted.candidates {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.2} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.2} | {} | {} |",
             c.stage,
             c.features,
             c.packets,
             c.size,
+            c.inputs,
             c.macro_f1,
             c.accuracy,
             c.us_per_flow,
@@ -287,11 +388,24 @@ pub fn table(opts: &CraftOptions, candidates: &[Candidate], report: &TrainReport
             if c.picked { "**picked**" } else { "" }
         );
     }
+    for b in &crafted.baselines {
+        let _ = writeln!(
+            s,
+            "| baseline | {} | {} | | | {:.3} | {:.3} | {:.2} | | |",
+            b.name, b.packets, b.scores.macro_f1, b.scores.accuracy, b.us_per_flow
+        );
+    }
+    let first = report.first.as_ref();
     let _ = writeln!(
         s,
-        "\nPicked models, as retrained into this directory: fast-only macro-F1 {:.3} (accuracy {:.3}), \
-         slow-only macro-F1 {:.3} (accuracy {:.3}); details in `metrics.json`.",
-        report.fast.scores.macro_f1, report.fast.scores.accuracy, report.slow.scores.macro_f1, report.slow.scores.accuracy
+        "\nPicked models, as retrained into this directory: first-only macro-F1 {} , fast-only macro-F1 {:.3} (accuracy {:.3}), \
+         slow-only macro-F1 {:.3} (accuracy {:.3}); details in `metrics.json`. The cascade's scores and latency, after \
+         calibration, are in `calibration.json` and `docs/benchmarks.md`.",
+        first.map_or_else(|| "-".to_owned(), |f| format!("{:.3} (accuracy {:.3})", f.scores.macro_f1, f.scores.accuracy)),
+        report.fast.scores.macro_f1,
+        report.fast.scores.accuracy,
+        report.slow.scores.macro_f1,
+        report.slow.scores.accuracy
     );
     s
 }
@@ -306,14 +420,14 @@ mod tests {
             features: "stats".into(),
             packets,
             size: String::new(),
+            inputs: 0,
             macro_f1: f1,
             accuracy: f1,
             us_per_flow: us,
             pareto: false,
             picked: false,
-            spec: FeatureSpec::default(),
-            fast: None,
-            hidden: None,
+            tree: None,
+            slow: None,
         }
     }
 

@@ -1,476 +1,70 @@
-//! The training pipeline's steps: labeled captures -> features (serveflow's own extraction)
-//! -> classes and a split by capture file -> a fast LightGBM model and a slow MLP (ONNX) ->
-//! held-out scores and per-flow inference cost measured through the serving code (the
-//! native tree evaluator and tract) -> a models directory. `train` runs them once; `craft`
-//! runs them over a grid of candidates.
+//! The training pipeline's steps: the labeled corpus -> classes and a split by capture file
+//! -> the inline tree stages (LightGBM) and the slow MLP (ONNX), each on the features it will
+//! have when serving (its packets within its wait) -> held-out scores and per-flow inference
+//! cost measured through the serving code (the native tree evaluator and tract) -> a models
+//! directory. `train` runs them once; `craft` runs them over a grid of candidates.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     path::{Path, PathBuf},
     time::Instant,
 };
 
-use anyhow::{bail, Context as _};
-use lightgbm3::{Booster, Dataset};
+use anyhow::Context as _;
 use serde::Serialize;
 use serveflow::{
     features::FeatureSpec,
     model::{
-        dir::{Manifest, ModelDir, RoutingConfig, StageConfig, Uncertainty, MANIFEST},
+        dir::{EarlyConfig, Manifest, ModelDir, RoutingConfig, StageConfig, Uncertainty, MANIFEST},
         onnx::{OutputKind, SlowModel},
-        tree::TreeModel,
     },
+    pipeline::{wait_ns, DEFAULT_FAST_WAIT_MS, DEFAULT_MAX_WAIT_MS},
 };
 
 use crate::{
-    dataset::{self, DatasetReport, Example, Task},
+    dataset::{Corpus, DatasetReport},
     metrics::{score, Scores},
     mlp,
+    split::{Grouped, Holdout, Split, SplitOptions},
+    trees::{self, argmax, median, FastParams},
 };
 
-/// How labels become classes and flows become train and test sets.
-#[derive(Clone, Debug)]
-pub struct SplitOptions {
-    /// Data folder (`../shared/data` layout).
-    pub data: PathBuf,
-    /// Task.
-    pub task: Task,
-    /// A label needs this many flows to be a class of its own...
-    pub min_flows: usize,
-    /// ...in at least this many capture files; the rest become `other`.
-    pub min_files: usize,
-    /// Percentage of capture files held out for testing.
-    pub test_percent: u64,
-    /// Seed of the split.
-    pub seed: u64,
-}
-
-/// Fast model size.
-#[derive(Clone, Copy, Debug, Serialize, serde::Deserialize)]
-pub struct FastParams {
-    /// Boosting rounds (trees = rounds x classes).
-    pub rounds: u32,
-    /// Leaves per tree.
-    pub leaves: u32,
-}
-
-/// Labeled flows split by capture file, with their classes.
-pub struct Split {
-    /// Task.
-    pub task: Task,
-    /// Classes in output order (`other` last when present).
-    pub classes: Vec<String>,
-    /// Labels grouped into `other`, with their flow counts.
-    pub grouped: BTreeMap<String, usize>,
-    /// Training flows.
-    pub train: Vec<Example>,
-    /// Held-out flows.
-    pub test: Vec<Example>,
-    /// What extraction read and skipped.
-    pub dataset: DatasetReport,
-    /// Feature specs the examples were built with.
-    pub specs: (FeatureSpec, FeatureSpec),
-}
-
-fn argmax<T: Copy + Into<f64>>(v: &[T]) -> usize {
-    v.iter()
-        .enumerate()
-        .max_by(|a, b| (*a.1).into().total_cmp(&(*b.1).into()))
-        .map_or(0, |(i, _)| i)
-}
-
-impl Split {
-    /// Extracts the labeled flows with `fast` and `slow` features, picks the classes and
-    /// splits by capture file. Labels below the thresholds are grouped as `other`, never
-    /// dropped; a split that leaves a class without training flows is an error.
-    pub fn prepare(
-        opts: &SplitOptions,
-        fast: FeatureSpec,
-        slow: FeatureSpec,
-    ) -> anyhow::Result<Split> {
-        let (examples, report) = dataset::build(&opts.data, opts.task, fast, slow)?;
-        if examples.is_empty() {
-            bail!(
-                "{}: no capture yielded a labeled flow ({} read, {} unreadable)",
-                opts.data.display(),
-                report.flows,
-                report.unreadable.len()
-            );
-        }
-        let mut flows: BTreeMap<&str, usize> = BTreeMap::new();
-        let mut files: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        for e in &examples {
-            *flows.entry(&e.label).or_default() += 1;
-            files.entry(&e.label).or_default().insert(&e.file);
-        }
-        let keep = |l: &str, n: usize| {
-            n >= opts.min_flows && files.get(l).map_or(0, BTreeSet::len) >= opts.min_files
-        };
-        let mut classes: Vec<String> = flows
-            .iter()
-            .filter(|(l, n)| keep(l, **n))
-            .map(|(l, _)| (*l).to_owned())
-            .collect();
-        let grouped: BTreeMap<String, usize> = flows
-            .iter()
-            .filter(|(l, n)| !keep(l, **n))
-            .map(|(l, n)| ((*l).to_owned(), *n))
-            .collect();
-        if !grouped.is_empty() {
-            if classes.iter().any(|c| c == "other") {
-                bail!("a label is literally named \"other\": rename it in the labels, it would merge with the grouped labels");
-            }
-            classes.push("other".into());
-        }
-        if classes.len() < 2 {
-            bail!(
-                "only {} class(es) have {} flows in {} capture files: lower --min-flows or --min-files",
-                classes.len(),
-                opts.min_flows,
-                opts.min_files
-            );
-        }
-        let (train, test): (Vec<Example>, Vec<Example>) = examples.into_iter().partition(|e| {
-            serveflow::labels::split_bucket(&e.file, opts.seed) >= opts.test_percent
-        });
-        if train.is_empty() || test.is_empty() {
-            bail!(
-                "the split left {} train and {} test flows: change --test-percent or --seed",
-                train.len(),
-                test.len()
-            );
-        }
-        let split = Split {
-            task: opts.task,
-            classes,
-            grouped,
-            train,
-            test,
-            dataset: report,
-            specs: (fast, slow),
-        };
-        let counts = split.counts(&split.train);
-        for c in &split.classes {
-            if !counts.contains_key(c) {
-                bail!("class {c:?} has no flow in the training files: raise --min-files or change --seed");
-            }
-        }
-        Ok(split)
-    }
-
-    /// Class index of a label (`other` for grouped labels).
-    pub fn class_of(&self, label: &str) -> usize {
-        self.classes
-            .iter()
-            .position(|c| c == label)
-            .unwrap_or(self.classes.len() - 1)
-    }
-
-    /// Flows per class in `set`.
-    pub fn counts(&self, set: &[Example]) -> BTreeMap<String, usize> {
-        let mut m: BTreeMap<String, usize> = BTreeMap::new();
-        for e in set {
-            *m.entry(self.classes[self.class_of(&e.label)].clone())
-                .or_default() += 1;
-        }
-        m
-    }
-
-    fn truth(&self) -> Vec<usize> {
-        self.test.iter().map(|e| self.class_of(&e.label)).collect()
-    }
-
-    /// Trains the fast model on the fast features; returns LightGBM's text model.
-    pub fn train_fast(&self, params: FastParams, seed: u64) -> anyhow::Result<String> {
-        let n = self.train[0].fast.len();
-        if n == 0 {
-            bail!("the fast stage has no features");
-        }
-        let x: Vec<f64> = self
-            .train
-            .iter()
-            .flat_map(|e| e.fast.iter().map(|v| f64::from(*v)))
-            .collect();
-        let y: Vec<f32> = self
-            .train
-            .iter()
-            .map(|e| self.class_of(&e.label) as f32)
-            .collect();
-        let dataset = Dataset::from_slice(&x, &y, i32::try_from(n)?, true)
-            .map_err(|e| anyhow::anyhow!("LightGBM dataset: {e}"))?;
-        let params = serde_json::json!({
-            "objective": "multiclass",
-            "num_class": self.classes.len(),
-            "num_iterations": params.rounds,
-            "num_leaves": params.leaves,
-            "learning_rate": 0.15,
-            "min_data_in_leaf": 10,
-            "feature_fraction": 0.9,
-            "num_threads": 2,
-            "deterministic": true,
-            "force_row_wise": true,
-            "seed": seed,
-            "verbosity": -1,
-        });
-        let booster = Booster::train(dataset, &params)
-            .map_err(|e| anyhow::anyhow!("LightGBM training: {e}"))?;
-        booster
-            .save_string()
-            .map_err(|e| anyhow::anyhow!("LightGBM save: {e}"))
-    }
-
-    /// Trains the slow MLP on the slow features, classes weighted by 1/sqrt(frequency) so
-    /// rare classes count without drowning the rest.
-    pub fn train_slow(&self, config: mlp::TrainConfig) -> anyhow::Result<mlp::Mlp> {
-        let n = self.train[0].slow.len();
-        if n == 0 {
-            bail!("the slow stage has no features");
-        }
-        let k = self.classes.len();
-        let counts = self.counts(&self.train);
-        let x: Vec<f32> = self
-            .train
-            .iter()
-            .flat_map(|e| e.slow.iter().copied())
-            .collect();
-        let y: Vec<usize> = self.train.iter().map(|e| self.class_of(&e.label)).collect();
-        let w: Vec<f32> = self
-            .classes
-            .iter()
-            .map(|c| 1.0 / (counts.get(c).copied().unwrap_or(1) as f32).sqrt())
-            .collect();
-        let mean = w.iter().sum::<f32>() / k as f32;
-        let w: Vec<f32> = w.iter().map(|v| v / mean).collect();
-        Ok(mlp::train(&x, &y, n, k, &w, config))
-    }
-
-    /// Held-out scores of a fast model, and its median inference time per flow in
-    /// microseconds on this core.
-    pub fn eval_fast(&self, model: &TreeModel) -> (Scores, f64) {
-        let rows: Vec<Vec<f64>> = self
-            .test
-            .iter()
-            .map(|e| e.fast.iter().map(|v| f64::from(*v)).collect())
-            .collect();
-        let mut out = vec![0.0; self.classes.len()];
-        let pred: Vec<usize> = rows
-            .iter()
-            .map(|x| {
-                model.predict(x, &mut out);
-                argmax(&out)
-            })
-            .collect();
-        // Timed in groups of 16 flows so the clock's own cost stays negligible.
-        let mut times: Vec<f64> = Vec::new();
-        for _ in 0..3 {
-            for group in rows.chunks(16) {
-                let start = Instant::now();
-                for x in group {
-                    model.predict(std::hint::black_box(x), &mut out);
-                }
-                times.push(start.elapsed().as_secs_f64() * 1e6 / group.len() as f64);
-            }
-        }
-        (
-            score(&self.truth(), &pred, &self.classes),
-            median(&mut times),
-        )
-    }
-
-    /// Held-out scores of a slow model, and its median inference time per flow in
-    /// microseconds at batch 32 on this core.
-    pub fn eval_slow(&self, model: &SlowModel) -> anyhow::Result<(Scores, f64)> {
-        let k = self.classes.len();
-        let mut state = model.state()?;
-        let (mut pred, mut probs, mut times) =
-            (Vec::with_capacity(self.test.len()), Vec::new(), Vec::new());
-        for chunk in self.test.chunks(32) {
-            let rows: Vec<f32> = chunk.iter().flat_map(|e| e.slow.iter().copied()).collect();
-            let start = Instant::now();
-            model.predict_batch(&mut state, &rows, &mut probs)?;
-            if chunk.len() == 32 {
-                times.push(start.elapsed().as_secs_f64() * 1e6 / 32.0);
-            }
-            pred.extend(probs.chunks(k).map(argmax));
-        }
-        Ok((
-            score(&self.truth(), &pred, &self.classes),
-            median(&mut times),
-        ))
-    }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-/// Writes a models directory: `fast.txt`, `slow.onnx` and the manifest.
-pub fn write_models_dir(
-    out: &Path,
-    split: &Split,
-    fast_text: &str,
-    slow: &mlp::Mlp,
-) -> anyhow::Result<Manifest> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    std::fs::write(out.join("fast.txt"), fast_text)?;
-    std::fs::write(out.join("slow.onnx"), slow.to_onnx())?;
-    let manifest = Manifest {
-        task: split.task.name().to_owned(),
-        classes: split.classes.clone(),
-        fast: StageConfig {
-            model: "fast.txt".into(),
-            features: split.specs.0.to_string(),
-            packets: split.specs.0.packets,
-            output: None,
-        },
-        slow: StageConfig {
-            model: "slow.onnx".into(),
-            features: split.specs.1.to_string(),
-            packets: split.specs.1.packets,
-            output: Some(OutputKind::Logits),
-        },
-        routing: RoutingConfig {
-            uncertainty: Uncertainty::LeastConfidence,
-            threshold: 0.2,
-            per_class: BTreeMap::new(),
-        },
-        early: Vec::new(),
-    };
-    std::fs::write(out.join(MANIFEST), toml::to_string_pretty(&manifest)?)?;
-    Ok(manifest)
-}
-
-/// Scores and cost of one stage.
-#[derive(Debug, Serialize)]
-pub struct StageReport {
+/// A tree stage to train: its features (packet count included) and size.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct TreeStage {
     /// Features, in `--features` syntax.
-    pub features: String,
-    /// Packets waited for.
+    #[serde(with = "spec_text")]
+    pub features: FeatureSpec,
+    /// Packets the stage waits for.
     pub packets: u32,
-    /// Size, readable.
-    pub size: String,
-    /// Fast: boosting rounds and leaves.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fast_params: Option<FastParams>,
-    /// Slow: MLP settings.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mlp: Option<mlp::TrainConfig>,
-    /// Held-out scores.
-    pub scores: Scores,
-    /// Median inference microseconds per flow on the training machine (slow: at batch 32).
-    pub us_per_flow: f64,
+    /// Model size.
+    pub params: FastParams,
 }
 
-/// What training produced, written as `metrics.json` beside the models.
-#[derive(Debug, Serialize)]
-pub struct TrainReport {
-    /// Task.
-    pub task: String,
-    /// The command that produced it.
-    pub command: String,
-    /// Label grouping and split settings.
-    pub split: SplitSettings,
-    /// Classes, in output order.
-    pub classes: Vec<String>,
-    /// Labels grouped into `other`, with their flow counts.
-    pub grouped_as_other: BTreeMap<String, usize>,
-    /// Flows per class, train split.
-    pub train_counts: BTreeMap<String, usize>,
-    /// Flows per class, test split.
-    pub test_counts: BTreeMap<String, usize>,
-    /// Capture files in the train split.
-    pub train_files: usize,
-    /// Capture files in the test split.
-    pub test_files: usize,
-    /// Flows extracted from the labeled captures.
-    pub flows_extracted: u64,
-    /// Flows that matched a label.
-    pub flows_labeled: u64,
-    /// Captures that had labels but yielded no labeled flow.
-    pub captures_without_labeled_flows: u64,
-    /// Captures that could not be read, with the reason.
-    pub unreadable: Vec<String>,
-    /// Label rows skipped because their field count was wrong.
-    pub malformed_label_rows: u64,
-    /// Fast model, evaluated through the models directory just written.
-    pub fast: StageReport,
-    /// Slow model, evaluated through the models directory just written.
-    pub slow: StageReport,
-}
-
-impl Split {
-    /// Loads `dir` (as serving will) and builds the report of its two stages.
-    pub fn report(&self, dir: &Path, opts: &TrainOptions) -> anyhow::Result<TrainReport> {
-        let (fast, hidden) = (opts.fast_params, opts.mlp.hidden);
-        let models = ModelDir::load(dir).context("loading the models just written")?;
-        let (fast_scores, fast_us) = self.eval_fast(&models.fast.model);
-        let (slow_scores, slow_us) = self.eval_slow(&models.slow.model)?;
-        let files = |set: &[Example]| set.iter().map(|e| &e.file).collect::<BTreeSet<_>>().len();
-        Ok(TrainReport {
-            task: self.task.name().to_owned(),
-            command: opts.command.clone(),
-            split: SplitSettings {
-                min_flows: opts.split.min_flows,
-                min_files: opts.split.min_files,
-                test_percent: opts.split.test_percent,
-                seed: opts.split.seed,
-            },
-            classes: self.classes.clone(),
-            grouped_as_other: self.grouped.clone(),
-            train_counts: self.counts(&self.train),
-            test_counts: self.counts(&self.test),
-            train_files: files(&self.train),
-            test_files: files(&self.test),
-            flows_extracted: self.dataset.flows,
-            flows_labeled: self.dataset.labeled,
-            captures_without_labeled_flows: self.dataset.files_without_labels,
-            unreadable: self.dataset.unreadable.clone(),
-            malformed_label_rows: self.dataset.malformed_label_rows,
-            fast: StageReport {
-                features: self.specs.0.to_string(),
-                packets: self.specs.0.packets,
-                size: format!(
-                    "{} rounds x {} leaves ({} trees)",
-                    fast.rounds,
-                    fast.leaves,
-                    models.fast.model.num_trees()
-                ),
-                fast_params: Some(fast),
-                mlp: None,
-                scores: fast_scores,
-                us_per_flow: fast_us,
-            },
-            slow: StageReport {
-                features: self.specs.1.to_string(),
-                packets: self.specs.1.packets,
-                size: format!(
-                    "MLP {}-{}-{}-{}",
-                    models.slow.model.features(),
-                    hidden[0],
-                    hidden[1],
-                    self.classes.len()
-                ),
-                fast_params: None,
-                mlp: Some(opts.mlp),
-                scores: slow_scores,
-                us_per_flow: slow_us,
-            },
-        })
+impl TreeStage {
+    /// The stage's spec with its packet count.
+    pub fn spec(&self) -> FeatureSpec {
+        FeatureSpec {
+            packets: self.packets,
+            ..self.features
+        }
     }
 }
 
-/// [`SplitOptions`] without the data path, as recorded.
-#[derive(Debug, Serialize, serde::Deserialize)]
-pub struct SplitSettings {
-    /// See [`SplitOptions::min_flows`].
-    pub min_flows: usize,
-    /// See [`SplitOptions::min_files`].
-    pub min_files: usize,
-    /// See [`SplitOptions::test_percent`].
-    pub test_percent: u64,
-    /// See [`SplitOptions::seed`].
-    pub seed: u64,
+/// Serde of a feature spec as its `--features` text.
+pub mod spec_text {
+    use serveflow::features::FeatureSpec;
+
+    /// Writes the spec's text.
+    pub fn serialize<S: serde::Serializer>(spec: &FeatureSpec, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&spec.to_string())
+    }
+
+    /// Reads a spec from its text.
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<FeatureSpec, D::Error> {
+        let text: String = serde::Deserialize::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// Everything `train` needs.
@@ -480,25 +74,361 @@ pub struct TrainOptions {
     pub split: SplitOptions,
     /// Output models directory.
     pub out: PathBuf,
-    /// Fast stage features (with packets).
-    pub fast: FeatureSpec,
+    /// The 1-packet stage before `fast`, if any.
+    pub first: Option<TreeStage>,
+    /// The fast stage.
+    pub fast: TreeStage,
     /// Slow stage features (with packets).
     pub slow: FeatureSpec,
-    /// Fast model size.
-    pub fast_params: FastParams,
     /// MLP settings.
     pub mlp: mlp::TrainConfig,
+    /// The serving waits the stages' features are seen through (ms): inline, slow.
+    pub waits_ms: (f64, f64),
     /// The command line, recorded in the report.
     pub command: String,
 }
 
-/// Trains both stages once and writes the models directory and `metrics.json`.
-pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
-    let split = Split::prepare(&opts.split, opts.fast, opts.slow)?;
-    let fast = split.train_fast(opts.fast_params, opts.split.seed)?;
-    let slow = split.train_slow(opts.mlp)?;
-    write_models_dir(&opts.out, &split, &fast, &slow)?;
-    let report = split.report(&opts.out, opts)?;
+/// The default serving waits (ms): the pipeline's defaults.
+pub const DEFAULT_WAITS_MS: (f64, f64) = (DEFAULT_FAST_WAIT_MS, DEFAULT_MAX_WAIT_MS);
+
+/// Features of every inline stage and of the slow stage as seen through the waits.
+pub fn within(spec: FeatureSpec, inline: bool, waits_ms: (f64, f64)) -> FeatureSpec {
+    spec.within(wait_ns(if inline { waits_ms.0 } else { waits_ms.1 }))
+}
+
+impl Split<'_> {
+    /// Trains a tree stage on the training flows.
+    pub fn train_tree(
+        &self,
+        stage: &TreeStage,
+        waits_ms: (f64, f64),
+        seed: u64,
+    ) -> anyhow::Result<String> {
+        let spec = within(stage.spec(), true, waits_ms);
+        let x = self.matrix(&spec, &self.train);
+        trees::train(
+            &x,
+            &self.truth(&self.train),
+            spec.width(),
+            self.classes.len(),
+            stage.params,
+            seed,
+        )
+    }
+
+    /// Trains the slow MLP on the training flows, classes weighted by 1/sqrt(frequency) so
+    /// rare classes count without drowning the rest.
+    pub fn train_slow(
+        &self,
+        slow: FeatureSpec,
+        waits_ms: (f64, f64),
+        config: mlp::TrainConfig,
+    ) -> anyhow::Result<mlp::Mlp> {
+        let spec = within(slow, false, waits_ms);
+        let n = spec.width();
+        if n == 0 {
+            anyhow::bail!("the slow stage has no features");
+        }
+        let k = self.classes.len();
+        // A tenth of the training captures (by a second hash) picks the best epoch.
+        let (fit, check): (Vec<usize>, Vec<usize>) = self
+            .train
+            .iter()
+            .partition(|&&i| serveflow::labels::split_bucket(&self.example(i).file, 0x7a1) >= 10);
+        let (fit, check) = if fit.is_empty() || check.is_empty() {
+            (self.train.clone(), Vec::new())
+        } else {
+            (fit, check)
+        };
+        let counts = self.counts(&fit);
+        let x = self.matrix(&spec, &fit);
+        let y = self.truth(&fit);
+        let (vx, vy) = (self.matrix(&spec, &check), self.truth(&check));
+        let w: Vec<f32> = self
+            .classes
+            .iter()
+            .map(|c| 1.0 / (counts.get(c).copied().unwrap_or(1) as f32).sqrt())
+            .collect();
+        let mean = w.iter().sum::<f32>() / k as f32;
+        let w: Vec<f32> = w.iter().map(|v| v / mean).collect();
+        let validation = (!vy.is_empty()).then_some((vx.as_slice(), vy.as_slice()));
+        Ok(mlp::train(&x, &y, n, k, &w, validation, config))
+    }
+
+    /// Scores of a tree model on `set`, and its median inference time per flow (µs).
+    pub fn eval_tree(
+        &self,
+        model: &serveflow::model::tree::TreeModel,
+        spec: FeatureSpec,
+        set: &[usize],
+    ) -> (Scores, f64) {
+        let x = self.matrix(&spec, set);
+        let (pred, us) = trees::evaluate(model, &x, spec.width());
+        (score(&self.truth(set), &pred, &self.classes), us)
+    }
+
+    /// Scores of a slow model on `set`, and its median inference time per flow (µs) at batch
+    /// 32.
+    pub fn eval_slow(
+        &self,
+        model: &SlowModel,
+        spec: FeatureSpec,
+        set: &[usize],
+    ) -> anyhow::Result<(Scores, f64)> {
+        let k = self.classes.len();
+        let width = spec.width();
+        let mut state = model.state()?;
+        let (mut pred, mut probs, mut times) =
+            (Vec::with_capacity(set.len()), Vec::new(), Vec::new());
+        for chunk in set.chunks(32) {
+            let rows = self.matrix(&spec, chunk);
+            debug_assert_eq!(rows.len(), width * chunk.len());
+            let start = Instant::now();
+            model.predict_batch(&mut state, &rows, &mut probs)?;
+            if chunk.len() == 32 {
+                times.push(start.elapsed().as_secs_f64() * 1e6 / 32.0);
+            }
+            pred.extend(probs.chunks(k).map(argmax));
+        }
+        Ok((
+            score(&self.truth(set), &pred, &self.classes),
+            median(&mut times),
+        ))
+    }
+}
+
+/// Writes a models directory: the tree stages, `slow.onnx` and the manifest. Routing starts
+/// at a global least-confidence threshold of 0.2; `serveflow calibrate` fits it.
+pub fn write_models_dir(
+    out: &Path,
+    split: &Split<'_>,
+    opts: &TrainOptions,
+    first_text: Option<&str>,
+    fast_text: &str,
+    slow: &mlp::Mlp,
+) -> anyhow::Result<Manifest> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let routing = RoutingConfig {
+        uncertainty: Uncertainty::LeastConfidence,
+        threshold: 0.2,
+        per_class: BTreeMap::new(),
+        temperature: 1.0,
+    };
+    let mut early = Vec::new();
+    if let (Some(first), Some(text)) = (opts.first, first_text) {
+        std::fs::write(out.join("first.txt"), text)?;
+        early.push(EarlyConfig {
+            name: "first".into(),
+            model: "first.txt".into(),
+            features: first.features.to_string(),
+            packets: first.packets,
+            routing: routing.clone(),
+        });
+    }
+    std::fs::write(out.join("fast.txt"), fast_text)?;
+    std::fs::write(out.join("slow.onnx"), slow.to_onnx())?;
+    let manifest = Manifest {
+        task: split.corpus.task.name().to_owned(),
+        classes: split.classes.clone(),
+        fast: StageConfig {
+            model: "fast.txt".into(),
+            features: opts.fast.features.to_string(),
+            packets: opts.fast.packets,
+            output: None,
+        },
+        slow: StageConfig {
+            model: "slow.onnx".into(),
+            features: opts.slow.to_string(),
+            packets: opts.slow.packets,
+            output: Some(OutputKind::Logits),
+        },
+        routing,
+        early,
+    };
+    std::fs::write(out.join(MANIFEST), toml::to_string_pretty(&manifest)?)?;
+    Ok(manifest)
+}
+
+/// Scores and cost of one stage.
+#[derive(Clone, Debug, Serialize)]
+pub struct StageReport {
+    /// Features, in `--features` syntax.
+    pub features: String,
+    /// Packets waited for.
+    pub packets: u32,
+    /// Size, readable.
+    pub size: String,
+    /// Tree stages: size and learning rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fast_params: Option<FastParams>,
+    /// Slow: MLP settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mlp: Option<mlp::TrainConfig>,
+    /// Inputs per flow.
+    pub inputs: usize,
+    /// Held-out scores.
+    pub scores: Scores,
+    /// Median inference microseconds per flow on the training machine (slow: at batch 32).
+    pub us_per_flow: f64,
+}
+
+/// [`SplitOptions`] as recorded.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct SplitSettings {
+    /// See [`SplitOptions::min_flows`].
+    pub min_flows: usize,
+    /// See [`SplitOptions::min_files`].
+    pub min_files: usize,
+    /// Share of captures held out (by file hash).
+    pub test_percent: u64,
+    /// Hash seed.
+    pub seed: u64,
+    /// Sources left out entirely (leave-one-source-out), if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<String>,
+}
+
+impl SplitSettings {
+    /// The settings of `opts`.
+    pub fn of(opts: &SplitOptions) -> Self {
+        let (test_percent, seed, left_out) = match &opts.holdout {
+            Holdout::Files { percent, seed } => (*percent, *seed, Vec::new()),
+            Holdout::Sources {
+                sources,
+                percent,
+                seed,
+            } => (*percent, *seed, sources.clone()),
+        };
+        SplitSettings {
+            min_flows: opts.min_flows,
+            min_files: opts.min_files,
+            test_percent,
+            seed,
+            left_out,
+        }
+    }
+}
+
+/// A trained configuration, as recorded in `metrics.json`: everything needed to train the
+/// same models again (the reproduction test and the leave-one-source-out check read it).
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct Recipe {
+    /// Task name.
+    pub task: String,
+    /// Label grouping and split.
+    pub split: SplitSettings,
+    /// The 1-packet first stage, if any.
+    pub first: Option<TreeStage>,
+    /// The fast stage.
+    pub fast: TreeStage,
+    /// Slow stage features, in `--features` syntax.
+    #[serde(with = "spec_text")]
+    pub slow: FeatureSpec,
+    /// Packets the slow stage waits for.
+    pub slow_packets: u32,
+    /// MLP settings.
+    pub mlp: mlp::TrainConfig,
+    /// Serving waits the features were seen through (ms): inline, slow.
+    pub waits_ms: (f64, f64),
+}
+
+impl Recipe {
+    /// The recipe of `opts`.
+    pub fn of(task: &str, opts: &TrainOptions) -> Self {
+        Recipe {
+            task: task.to_owned(),
+            split: SplitSettings::of(&opts.split),
+            first: opts.first,
+            fast: opts.fast,
+            slow: opts.slow,
+            slow_packets: opts.slow.packets,
+            mlp: opts.mlp,
+            waits_ms: opts.waits_ms,
+        }
+    }
+
+    /// Training options that repeat the recipe into `out`, with `holdout` instead of the
+    /// recorded split (None: the recorded one).
+    pub fn options(
+        &self,
+        out: PathBuf,
+        holdout: Option<Holdout>,
+        command: String,
+    ) -> anyhow::Result<TrainOptions> {
+        let task = crate::dataset::Task::from_name(&self.task)
+            .with_context(|| format!("unknown task {:?}", self.task))?;
+        Ok(TrainOptions {
+            split: SplitOptions {
+                task,
+                min_flows: self.split.min_flows,
+                min_files: self.split.min_files,
+                holdout: holdout.unwrap_or(Holdout::Files {
+                    percent: self.split.test_percent,
+                    seed: self.split.seed,
+                }),
+            },
+            out,
+            first: self.first,
+            fast: self.fast,
+            slow: FeatureSpec {
+                packets: self.slow_packets,
+                ..self.slow
+            },
+            mlp: self.mlp,
+            waits_ms: self.waits_ms,
+            command,
+        })
+    }
+}
+
+/// What training produced, written as `metrics.json` beside the models.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainReport {
+    /// Task.
+    pub task: String,
+    /// The command that produced it.
+    pub command: String,
+    /// What to train to get these models again.
+    pub recipe: Recipe,
+    /// Label grouping and split settings.
+    pub split: SplitSettings,
+    /// The serving waits the features were seen through (ms).
+    pub waits_ms: BTreeMap<String, f64>,
+    /// Classes, in output order.
+    pub classes: Vec<String>,
+    /// Labels grouped into `other`, with their counts.
+    pub grouped_as_other: BTreeMap<String, Grouped>,
+    /// Flows per class, train split.
+    pub train_counts: BTreeMap<String, usize>,
+    /// Flows per class, test split.
+    pub test_counts: BTreeMap<String, usize>,
+    /// Capture files in the train split.
+    pub train_files: usize,
+    /// Capture files in the test split.
+    pub test_files: usize,
+    /// What the corpus read, skipped and removed as duplicates.
+    pub dataset: DatasetReport,
+    /// The 1-packet first stage, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first: Option<StageReport>,
+    /// Fast model, evaluated through the models directory just written.
+    pub fast: StageReport,
+    /// Slow model, evaluated through the models directory just written.
+    pub slow: StageReport,
+}
+
+/// Trains every stage once and writes the models directory and `metrics.json`.
+pub fn train(corpus: &Corpus, opts: &TrainOptions) -> anyhow::Result<TrainReport> {
+    let split = Split::prepare(corpus, &opts.split)?;
+    let seed = SplitSettings::of(&opts.split).seed;
+    let first = opts
+        .first
+        .map(|f| split.train_tree(&f, opts.waits_ms, seed))
+        .transpose()?;
+    let fast = split.train_tree(&opts.fast, opts.waits_ms, seed)?;
+    let slow = split.train_slow(opts.slow, opts.waits_ms, opts.mlp)?;
+    write_models_dir(&opts.out, &split, opts, first.as_deref(), &fast, &slow)?;
+    let report = report(&split, opts)?;
     std::fs::write(
         opts.out.join("metrics.json"),
         serde_json::to_string_pretty(&report)? + "\n",
@@ -506,32 +436,110 @@ pub fn train(opts: &TrainOptions) -> anyhow::Result<TrainReport> {
     Ok(report)
 }
 
+/// Loads the models directory just written (as serving will) and scores its stages.
+fn report(split: &Split<'_>, opts: &TrainOptions) -> anyhow::Result<TrainReport> {
+    let models = ModelDir::load(&opts.out).context("loading the models just written")?;
+    let tree_report = |stage: &TreeStage, model: &serveflow::model::tree::TreeModel| {
+        let spec = within(stage.spec(), true, opts.waits_ms);
+        let (scores, us) = split.eval_tree(model, spec, &split.test);
+        StageReport {
+            features: stage.features.to_string(),
+            packets: stage.packets,
+            size: format!("{} ({} trees)", stage.params.describe(), model.num_trees()),
+            fast_params: Some(stage.params),
+            mlp: None,
+            inputs: spec.width(),
+            scores,
+            us_per_flow: us,
+        }
+    };
+    let first = opts
+        .first
+        .as_ref()
+        .zip(models.early.first())
+        .map(|(s, e)| tree_report(s, &e.stage.model));
+    let fast = tree_report(&opts.fast, &models.fast.model);
+    let slow_spec = within(opts.slow, false, opts.waits_ms);
+    let (slow_scores, slow_us) = split.eval_slow(&models.slow.model, slow_spec, &split.test)?;
+    let hidden = opts.mlp.hidden;
+    Ok(TrainReport {
+        task: split.corpus.task.name().to_owned(),
+        command: opts.command.clone(),
+        recipe: Recipe::of(split.corpus.task.name(), opts),
+        split: SplitSettings::of(&opts.split),
+        waits_ms: BTreeMap::from([
+            ("inline".to_owned(), opts.waits_ms.0),
+            ("slow".to_owned(), opts.waits_ms.1),
+        ]),
+        classes: split.classes.clone(),
+        grouped_as_other: split.grouped.clone(),
+        train_counts: split.counts(&split.train),
+        test_counts: split.counts(&split.test),
+        train_files: split.files(&split.train),
+        test_files: split.files(&split.test),
+        dataset: split.corpus.report.clone(),
+        first,
+        fast,
+        slow: StageReport {
+            features: opts.slow.to_string(),
+            packets: opts.slow.packets,
+            size: format!(
+                "MLP {}-{}-{}-{}",
+                models.slow.model.features(),
+                hidden[0],
+                hidden[1],
+                split.classes.len()
+            ),
+            fast_params: None,
+            mlp: Some(opts.mlp),
+            inputs: slow_spec.width(),
+            scores: slow_scores,
+            us_per_flow: slow_us,
+        },
+    })
+}
+
 /// Prints a report the way a person reads it.
 pub fn print(report: &TrainReport, out: &Path) {
+    let d = &report.dataset;
     eprintln!(
-        "serveflow-train: {} task, {} classes ({} labels grouped as other); {} train / {} test capture files; {} of {} flows labeled",
+        "serveflow-train: {} task, {} classes ({} labels grouped as other); {} train / {} test capture files; {} of {} flows labeled, {} exact duplicates removed ({} rows carry two labels)",
         report.task,
         report.classes.len(),
         report.grouped_as_other.len(),
         report.train_files,
         report.test_files,
-        report.flows_labeled,
-        report.flows_extracted,
+        d.labeled,
+        d.flows,
+        d.duplicates_removed,
+        d.conflicting_rows,
     );
-    if report.malformed_label_rows > 0 {
+    if d.malformed_label_rows > 0 {
         eprintln!(
             "serveflow-train: {} malformed label rows skipped",
-            report.malformed_label_rows
+            d.malformed_label_rows
         );
     }
-    if !report.unreadable.is_empty() {
+    if !d.missing.is_empty() {
+        eprintln!(
+            "serveflow-train: {} labeled captures are not in the data folder (skipped), e.g. {}",
+            d.missing.len(),
+            d.missing[0]
+        );
+    }
+    if !d.unreadable.is_empty() {
         eprintln!(
             "serveflow-train: {} unreadable captures skipped: {}",
-            report.unreadable.len(),
-            report.unreadable.join("; ")
+            d.unreadable.len(),
+            d.unreadable.join("; ")
         );
     }
-    for (name, s) in [("fast-only", &report.fast), ("slow-only", &report.slow)] {
+    let stages = report
+        .first
+        .iter()
+        .map(|s| ("first-only", s))
+        .chain([("fast-only", &report.fast), ("slow-only", &report.slow)]);
+    for (name, s) in stages {
         eprintln!(
             "serveflow-train: {name} ({} x{} packets, {}, {:.2} us/flow) on {} held-out flows: accuracy {:.3}, macro-F1 {:.3}; top confusions: {}",
             s.features,

@@ -27,6 +27,44 @@ fn layer(inputs: usize, outputs: usize, seed: u32) -> Dense {
 fn network() -> Mlp {
     Mlp {
         layers: vec![layer(64, 32, 1), layer(32, 16, 2), layer(16, 5, 3)],
+        select: None,
+    }
+}
+
+/// A network reading 64 of 100 input columns (as training leaves it when 36 are constant).
+fn selecting_network() -> Mlp {
+    Mlp {
+        select: Some((
+            100,
+            (0..100)
+                .filter(|c| c % 3 != 1 || *c > 90)
+                .take(64)
+                .collect(),
+        )),
+        ..network()
+    }
+}
+
+#[test]
+fn a_network_that_reads_some_columns_matches_tract() {
+    let mlp = selecting_network();
+    assert_eq!(mlp.inputs(), 100);
+    let path = write(&mlp.to_onnx());
+    let model = SlowModel::load(&path, 100, 5, OutputKind::Logits).unwrap();
+    let mut state = model.state().unwrap();
+    for batch in [1usize, 9, 32] {
+        let rows: Vec<f32> = (0..batch * 100)
+            .map(|i| ((i * 37) % 23) as f32 / 11.0 - 1.0)
+            .collect();
+        let mut out = Vec::new();
+        model.predict_batch(&mut state, &rows, &mut out).unwrap();
+        let mut expected = mlp.forward(&rows);
+        for row in expected.chunks_mut(5) {
+            softmax(row);
+        }
+        for (a, b) in out.iter().zip(&expected) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
     }
 }
 

@@ -76,7 +76,19 @@ fn check(params: serde_json::Value, classes: usize) -> std::collections::BTreeSe
     let theirs_raw = booster.raw_scores(&test_x, FEATURES as i32, true).unwrap();
     let mut ours = vec![0.0; outputs];
     let mut ours_raw = vec![0.0; outputs];
+    let mut wide_raw = vec![0.0; outputs];
     for (r, row) in test_x.chunks(FEATURES).enumerate() {
+        // The f32 path serving uses (branch-free when the model allows) equals the general
+        // one on the same values.
+        let row32: Vec<f32> = row.iter().map(|v| *v as f32).collect();
+        let wide: Vec<f64> = row32.iter().map(|v| f64::from(*v)).collect();
+        model.predict_raw(&wide, &mut wide_raw);
+        model.predict_raw_f32(&row32, &mut ours_raw);
+        assert_eq!(
+            wide_raw.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            ours_raw.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "row {r}: f32 path"
+        );
         model.predict(row, &mut ours);
         model.predict_raw(row, &mut ours_raw);
         for k in 0..outputs {

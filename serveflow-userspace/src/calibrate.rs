@@ -1,11 +1,16 @@
-//! Calibration: picks each inline stage's routing threshold on labeled validation captures for
-//! a stated target, ServeFlow style: as few flows as possible wait for later stages while the
-//! cascade stays within `max_drop` (macro-F1 and accuracy) of the slow stage alone (or sends at most
-//! `max_escalated` of flows to the slow pool, at the best macro-F1).
+//! Calibration: makes each inline stage's confidence mean the same on captures it never saw,
+//! then picks its routing thresholds for a stated target, ServeFlow style: as few flows as
+//! possible wait for later stages while the cascade stays within `max_drop` (macro-F1 and
+//! accuracy) of the slow stage alone (or sends at most `max_escalated` of flows to the slow
+//! pool, at the best macro-F1).
 //!
-//! Every stage's prediction is computed once per flow (features from the flow's first packets,
-//! by the serving code); then every threshold combination on a grid is scored by replaying
-//! the routing rule over those predictions.
+//! 1. Every stage's raw scores are computed once per labeled flow, from the features the stage
+//!    has when its wait runs out (the serving code's features, through the serving waits).
+//! 2. Temperature scaling: each inline stage's softmax temperature is fitted to minimise the
+//!    negative log-likelihood of the true classes (one parameter per stage, so it transfers;
+//!    per-class thresholds fitted on over-confident trees did not).
+//! 3. Every threshold combination on a grid is scored by replaying the routing rule over the
+//!    calibrated predictions.
 
 use std::path::PathBuf;
 
@@ -22,7 +27,7 @@ use crate::{
     services::ServiceMap,
 };
 
-/// Every stage's answer for one labeled flow.
+/// Every stage's answer for one labeled flow, as routing sees it.
 #[derive(Clone, Debug)]
 pub struct FlowAnswers {
     /// True class.
@@ -31,6 +36,46 @@ pub struct FlowAnswers {
     pub inline: Vec<(usize, f64)>,
     /// The slow stage's class.
     pub slow: usize,
+}
+
+/// Every stage's output for a set of labeled flows, before routing.
+#[derive(Clone, Debug, Default)]
+pub struct Answers {
+    /// Classes.
+    pub k: usize,
+    /// True class per flow.
+    pub truth: Vec<usize>,
+    /// Raw scores per inline stage, `k` per flow.
+    pub raw: Vec<Vec<f64>>,
+    /// The slow stage's class per flow.
+    pub slow: Vec<usize>,
+    /// Captures read.
+    pub captures: usize,
+    /// Captures that could not be read, with the reason.
+    pub unreadable: Vec<String>,
+}
+
+impl Answers {
+    /// Labeled flows.
+    pub fn len(&self) -> usize {
+        self.truth.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.truth.is_empty()
+    }
+
+    /// Flows per true class.
+    pub fn support(&self) -> Vec<usize> {
+        let mut n = vec![0; self.k];
+        for &t in &self.truth {
+            if let Some(c) = n.get_mut(t) {
+                *c += 1;
+            }
+        }
+        n
+    }
 }
 
 /// What counts as good enough.
@@ -45,6 +90,22 @@ pub enum Target {
     MaxF1Drop(f64),
     /// At most this share (0..1) of flows escalated to the slow pool; best macro-F1.
     MaxEscalated(f64),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::MaxDrop(d) => write!(
+                f,
+                "macro-F1 and accuracy within {:.1} points of slow-only",
+                d * 100.0
+            ),
+            Target::MaxF1Drop(d) => {
+                write!(f, "macro-F1 within {:.1} points of slow-only", d * 100.0)
+            }
+            Target::MaxEscalated(s) => write!(f, "at most {:.1}% escalated", s * 100.0),
+        }
+    }
 }
 
 /// One set of thresholds, scored.
@@ -74,31 +135,40 @@ pub struct Calibration {
     pub stage_f1: Vec<f64>,
     /// Slow-only macro-F1.
     pub slow_f1: f64,
+    /// Slow-only accuracy.
+    pub slow_accuracy: f64,
     /// The picked thresholds.
     pub picked: Outcome,
 }
 
-/// Every stage's answer for each labeled flow of `captures` (label paths from `labels`).
+/// Every stage's output for each labeled flow of `captures` (label paths from `labels`), with
+/// features seen through the serving waits (`waits_ns`: inline, slow).
 pub fn answers(
     cascade: &Cascade,
     labels: &FlowLabels,
     captures: &[PathBuf],
-) -> anyhow::Result<Vec<FlowAnswers>> {
+    waits_ns: (u64, u64),
+) -> anyhow::Result<Answers> {
     let classes: Vec<String> = cascade.classes.iter().map(|c| c.to_string()).collect();
-    let mut rows: Vec<(usize, Vec<(usize, f64)>)> = Vec::new();
-    let mut slow_rows: Vec<f32> = Vec::new();
     let k = classes.len();
-    let mut probs = vec![0.0; k];
+    let specs = cascade.specs_within(waits_ns.0, waits_ns.1);
+    let mut out = Answers {
+        k,
+        raw: vec![Vec::new(); cascade.inline.len()],
+        ..Answers::default()
+    };
+    let mut slow_rows: Vec<f32> = Vec::new();
+    let mut raw = vec![0.0; k];
     let mut x32 = Vec::new();
-    let mut x64 = Vec::new();
     for file in captures {
         let Some(path) = labels.path_of(file) else {
             continue;
         };
+        out.captures += 1;
         let result = extract::<ServeState>(
             std::slice::from_ref(file),
             FlowConfig::default(),
-            cascade.specs.clone(),
+            specs.clone(),
             &mut ServiceMap::default(),
             None,
             |flow, _, _| {
@@ -113,50 +183,142 @@ pub fn answers(
                 let Some(truth) = labels.get(&key).and_then(|l| class_of(l, &classes)) else {
                     return;
                 };
-                let mut inline = Vec::new();
                 for (i, stage) in cascade.inline.iter().enumerate() {
                     x32.clear();
                     flow.state.features[i].values(&mut x32);
-                    x64.clear();
-                    x64.extend(x32.iter().map(|v| f64::from(*v)));
-                    stage.model.predict(&x64, &mut probs);
-                    inline.push((argmax(&probs).0, uncertainty(stage.router.measure, &probs)));
+                    stage.model.predict_raw_f32(&x32, &mut raw);
+                    out.raw[i].extend_from_slice(&raw[..k]);
                 }
                 if let Some(f) = flow.state.features.last() {
                     let before = slow_rows.len();
                     f.values(&mut slow_rows);
                     slow_rows.resize(before + cascade.slow.features(), -1.0);
                 }
-                rows.push((truth, inline));
+                out.truth.push(truth);
             },
         );
         if let Err(e) = result {
-            log::warn!("calibration: skipping {}: {e}", file.display());
+            out.unreadable.push(format!("{}: {e}", file.display()));
         }
     }
     let mut state = cascade.slow.state()?;
     let width = cascade.slow.features();
-    let mut out = Vec::new();
-    let mut slow_classes = Vec::with_capacity(rows.len());
+    let mut probs = Vec::new();
     let mut p64 = vec![0.0; k];
     for chunk in slow_rows.chunks(64 * width.max(1)) {
-        cascade.slow.predict_batch(&mut state, chunk, &mut out)?;
-        for row in out.chunks(k) {
+        cascade.slow.predict_batch(&mut state, chunk, &mut probs)?;
+        for row in probs.chunks(k) {
             for (d, s) in p64.iter_mut().zip(row) {
                 *d = f64::from(*s);
             }
-            slow_classes.push(argmax(&p64).0);
+            out.slow.push(argmax(&p64).0);
         }
     }
-    Ok(rows
-        .into_iter()
-        .zip(slow_classes)
-        .map(|((truth, inline), slow)| FlowAnswers {
-            truth,
-            inline,
-            slow,
+    Ok(out)
+}
+
+/// Softmax of `raw / temperature` into `out`.
+fn softmax(raw: &[f64], temperature: f64, out: &mut [f64]) {
+    let max = raw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mut sum = 0.0;
+    for (o, r) in out.iter_mut().zip(raw) {
+        *o = ((r - max) / temperature).exp();
+        sum += *o;
+    }
+    for o in out.iter_mut() {
+        *o /= sum;
+    }
+}
+
+/// Mean negative log-likelihood of the true classes under softmax(raw / temperature).
+pub fn nll(raw: &[f64], truth: &[usize], k: usize, temperature: f64) -> f64 {
+    let mut p = vec![0.0; k];
+    let mut total = 0.0;
+    let mut n = 0usize;
+    for (row, &t) in raw.chunks(k).zip(truth) {
+        if t >= k {
+            continue;
+        }
+        softmax(row, temperature, &mut p);
+        total -= p[t].max(1e-300).ln();
+        n += 1;
+    }
+    total / n.max(1) as f64
+}
+
+/// The temperature (within the manifest's range) minimising [`nll`]: golden-section search
+/// over its inverse, in which the log-likelihood is convex.
+pub fn fit_temperature(raw: &[f64], truth: &[usize], k: usize) -> f64 {
+    let range = crate::model::dir::TEMPERATURES;
+    let f = |beta: f64| nll(raw, truth, k, 1.0 / beta);
+    let (mut lo, mut hi) = (1.0 / range.end(), 1.0 / range.start());
+    let phi = (5f64.sqrt() - 1.0) / 2.0;
+    let (mut a, mut b) = (hi - phi * (hi - lo), lo + phi * (hi - lo));
+    let (mut fa, mut fb) = (f(a), f(b));
+    for _ in 0..80 {
+        if fa < fb {
+            hi = b;
+            b = a;
+            fb = fa;
+            a = hi - phi * (hi - lo);
+            fa = f(a);
+        } else {
+            lo = a;
+            a = b;
+            fa = fb;
+            b = lo + phi * (hi - lo);
+            fb = f(b);
+        }
+    }
+    let beta = (lo + hi) / 2.0;
+    (1.0 / beta).clamp(*range.start(), *range.end())
+}
+
+/// Expected calibration error (15 equal-width confidence bins): how far a stage's stated
+/// confidence is from its accuracy, weighted by flows.
+pub fn ece(raw: &[f64], truth: &[usize], k: usize, temperature: f64) -> f64 {
+    const BINS: usize = 15;
+    let mut p = vec![0.0; k];
+    let (mut conf, mut right, mut count) = ([0.0; BINS], [0.0; BINS], [0usize; BINS]);
+    for (row, &t) in raw.chunks(k).zip(truth) {
+        softmax(row, temperature, &mut p);
+        let (class, c) = argmax(&p);
+        let bin = ((c * BINS as f64) as usize).min(BINS - 1);
+        conf[bin] += c;
+        right[bin] += f64::from(u8::from(class == t));
+        count[bin] += 1;
+    }
+    let n = count.iter().sum::<usize>().max(1) as f64;
+    (0..BINS)
+        .filter(|&b| count[b] > 0)
+        .map(|b| (conf[b] - right[b]).abs() / n)
+        .sum()
+}
+
+/// The routing view of `answers` with each inline stage at its `temperatures`.
+pub fn routed(cascade: &Cascade, answers: &Answers, temperatures: &[f64]) -> Vec<FlowAnswers> {
+    let k = answers.k;
+    let mut p = vec![0.0; k];
+    (0..answers.len())
+        .map(|i| {
+            let inline = cascade
+                .inline
+                .iter()
+                .zip(&answers.raw)
+                .zip(temperatures)
+                .map(|((stage, raw), &t)| {
+                    p.copy_from_slice(&raw[i * k..(i + 1) * k]);
+                    stage.model.transform(&mut p, t);
+                    (argmax(&p).0, uncertainty(stage.router.measure, &p))
+                })
+                .collect();
+            FlowAnswers {
+                truth: answers.truth[i],
+                inline,
+                slow: answers.slow.get(i).copied().unwrap_or(0),
+            }
         })
-        .collect())
+        .collect()
 }
 
 /// Scores the cascade with per-stage, per-class `thresholds` over `answers`.
@@ -280,6 +442,7 @@ pub fn calibrate(answers: &[FlowAnswers], stages: usize, k: usize, target: Targe
         target,
         stage_f1,
         slow_f1: slow.macro_f1,
+        slow_accuracy: slow.accuracy,
         picked: best,
     }
 }
@@ -330,5 +493,31 @@ mod tests {
         assert!(c.picked.macro_f1 < 1.0);
         let none = evaluate(&answers(), &[vec![f64::INFINITY; 2]], 2);
         assert_eq!(none.escalated, 0.0);
+    }
+
+    /// An over-confident stage (its scores 3x too large) is cooled down to about the truth:
+    /// the fitted temperature undoes the scale and the calibration error falls.
+    #[test]
+    fn temperature_undoes_over_confidence() {
+        let k = 3;
+        let (mut raw, mut truth) = (Vec::new(), Vec::new());
+        // Scores whose softmax at T=1 is right 80% of the time when it says ~0.8: (1.39, 0, 0)
+        // gives p ~ 0.67; scaled by 3 it claims ~0.97.
+        for i in 0..1000 {
+            let predicted = i % k;
+            let t = if i % 10 < 7 {
+                predicted
+            } else {
+                (predicted + 1) % k
+            };
+            let mut row = vec![0.0; k];
+            row[predicted] = 3.0 * 1.386;
+            raw.extend_from_slice(&row);
+            truth.push(t);
+        }
+        let t = fit_temperature(&raw, &truth, k);
+        assert!((2.4..3.6).contains(&t), "fitted {t}");
+        assert!(ece(&raw, &truth, k, t) < ece(&raw, &truth, k, 1.0) / 3.0);
+        assert!(nll(&raw, &truth, k, t) < nll(&raw, &truth, k, 1.0));
     }
 }

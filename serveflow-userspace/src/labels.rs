@@ -1,5 +1,6 @@
-//! Ground-truth flow labels, for training and for scoring a replay: nfstream's per-flow CSV
-//! (`labels/nfstream_flows.csv` in the data folder) joined by capture path and 5-tuple, the
+//! Ground-truth flow labels, for training and for scoring a replay: nfstream's per-flow CSVs
+//! (`labels/nfstream_flows.csv` and `labels/extra_nfstream_flows.csv` in the data folder, or
+//! any `*nfstream_flows.csv` in a labels folder) joined by capture path and 5-tuple, the
 //! initiator as `src` on both sides.
 //!
 //! Service task: the app part of nDPI's `application_name` (`DNS.Google` -> `Google`), confident
@@ -67,6 +68,12 @@ pub enum LabelError {
         column: String,
         /// The columns it has.
         columns: String,
+    },
+    /// A labels folder without label files.
+    #[error("{path}: no *nfstream_flows.csv label file in this folder")]
+    NoLabelFiles {
+        /// Folder.
+        path: PathBuf,
     },
     /// Nothing usable for the task.
     #[error("{path}: no usable labels for the {task} task")]
@@ -145,9 +152,65 @@ fn column(header: &[String], name: &str, path: &Path) -> Result<usize, LabelErro
         })
 }
 
+/// The label files of a labels folder: every `*nfstream_flows.csv` in it, sorted (so
+/// `extra_nfstream_flows.csv` comes before `nfstream_flows.csv`; a flow in both keeps the first
+/// file's label).
+pub fn label_files(dir: &Path) -> Result<Vec<PathBuf>, LabelError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| LabelError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.ends_with("nfstream_flows.csv"))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(LabelError::NoLabelFiles {
+            path: dir.to_owned(),
+        });
+    }
+    Ok(files)
+}
+
 impl FlowLabels {
-    /// Reads `flows_csv` (nfstream's columns) for `task`.
-    pub fn load(flows_csv: &Path, task: Task) -> Result<Self, LabelError> {
+    /// Reads labels for `task` from `path`: one nfstream CSV, or a labels folder (every
+    /// `*nfstream_flows.csv` in it, see [`label_files`]).
+    pub fn load(path: &Path, task: Task) -> Result<Self, LabelError> {
+        if !path.is_dir() {
+            return Self::load_file(path, task);
+        }
+        let mut all = FlowLabels::default();
+        for file in label_files(path)? {
+            match Self::load_file(&file, task) {
+                Ok(labels) => {
+                    all.malformed_rows += labels.malformed_rows;
+                    for (k, v) in labels.by_flow {
+                        all.by_flow.entry(k).or_insert(v);
+                    }
+                }
+                // A file with nothing for this task (the extra captures have no devices).
+                Err(LabelError::NoLabels { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if all.by_flow.is_empty() {
+            return Err(LabelError::NoLabels {
+                path: path.to_owned(),
+                task: task.name(),
+            });
+        }
+        Ok(all)
+    }
+
+    /// Reads one label file `flows_csv` (nfstream's columns) for `task`.
+    pub fn load_file(flows_csv: &Path, task: Task) -> Result<Self, LabelError> {
         let (header, rows, mut skipped) = csv_rows(flows_csv)?;
         let c = |n: &str| column(&header, n, flows_csv);
         let (path, src, sport, dst, dport, proto) = (
@@ -320,6 +383,17 @@ pub enum Split {
 }
 
 impl Split {
+    /// The split's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::All => "all",
+            Split::Train => "train",
+            Split::HeldOut => "held-out",
+            Split::Calibration => "calibration",
+            Split::Test => "test",
+        }
+    }
+
     /// Whether the capture with label path `path` is in this split.
     pub fn contains(self, path: &str) -> bool {
         let held_out = split_bucket(path, DEFAULT_SEED) < DEFAULT_TEST_PERCENT;
@@ -378,6 +452,46 @@ mod tests {
             Some("ndpi/pcap/a.pcap".into())
         );
         assert_eq!(labels.path_of(Path::new("/x/dpi/pcap/a.pcap")), None);
+    }
+
+    #[test]
+    fn a_labels_folder_merges_its_files_first_file_first() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("nfstream_flows.csv"),
+            format!(
+                "{HEADER}\n\
+                 a.pcap,10.0.0.1,aa,1000,10.0.0.2,bb,53,17,DNS.Google,0\n\
+                 b.pcap,10.0.0.1,aa,1000,10.0.0.2,bb,53,17,DNS,0\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("extra_nfstream_flows.csv"),
+            format!("{HEADER}\nb.pcap,10.0.0.1,aa,1000,10.0.0.2,bb,53,17,DNS.Apple,0\nbad\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("files.csv"), "not,labels\n").unwrap();
+        let labels = FlowLabels::load(dir.path(), Task::Service).unwrap();
+        assert_eq!(labels.len(), 2);
+        assert_eq!(labels.malformed_rows, 1);
+        let key = |path: &str| LabelKey {
+            path: path.into(),
+            src: "10.0.0.1".parse().unwrap(),
+            sport: 1000,
+            dst: "10.0.0.2".parse().unwrap(),
+            dport: 53,
+            proto: 17,
+        };
+        assert_eq!(labels.get(&key("a.pcap")), Some("Google"));
+        assert_eq!(
+            labels.get(&key("b.pcap")),
+            Some("Apple"),
+            "extra_ sorts first"
+        );
+        let empty = tempfile::tempdir().unwrap();
+        let e = FlowLabels::load(empty.path(), Task::Service).unwrap_err();
+        assert!(e.to_string().contains("no *nfstream_flows.csv"), "{e}");
     }
 
     #[test]

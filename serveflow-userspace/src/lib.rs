@@ -37,4 +37,5 @@ pub mod services;
 pub mod slow_pool;
 pub mod system;
 pub mod verdict;
+pub mod virtual_pool;
 pub mod xdp;

@@ -8,7 +8,7 @@ use serveflow::{
     calibrate::Target,
     cmd::{
         bench::BenchOptions,
-        calibrate::CalibrateOptions,
+        calibrate::{CalibrateOptions, Output},
         extract::{ExtractOptions, Format},
         models::ModelsOptions,
         replay::ReplayOptions,
@@ -142,6 +142,10 @@ enum Command {
         /// Packets per flow the features cover.
         #[arg(long, default_value_t = FeatureSpec::default().packets)]
         packets: u32,
+        /// Features see only the packets within this many ms of a flow's first (what a stage
+        /// with this wait has when it decides).
+        #[arg(long)]
+        within_ms: Option<f64>,
         /// Print the cost of each feature set (CPU per packet, state and output per flow).
         #[arg(long)]
         profile: bool,
@@ -251,8 +255,8 @@ enum Command {
         /// Longest an escalated flow waits for the slow stage's packets (ms).
         #[arg(long, default_value_t = PipelineConfig::default().max_wait_ms)]
         max_wait_ms: f64,
-        /// The fast stages' wait of the latency-oriented rows (ms).
-        #[arg(long, default_value_t = 15.0)]
+        /// The inline stages' wait (ms).
+        #[arg(long, default_value_t = PipelineConfig::default().fast_wait_ms)]
         fast_wait_ms: f64,
         /// Also write the results as JSON here.
         #[arg(long)]
@@ -264,12 +268,15 @@ enum Command {
         /// Models directory to calibrate.
         #[arg(long)]
         models: PathBuf,
-        /// nfstream per-flow label CSV.
+        /// nfstream per-flow label CSV, or a labels folder (every *nfstream_flows.csv in it).
         #[arg(long)]
         labels: PathBuf,
-        /// Which captures of the bundled split to use.
+        /// Which captures of the bundled split to fit on.
         #[arg(long, value_enum, default_value_t = Split::Calibration)]
         split: Split,
+        /// Which captures to check the result on, side by side.
+        #[arg(long, value_enum, default_value_t = Split::Test)]
+        check: Split,
         /// Target: cascade macro-F1 and accuracy each at most this far below the slow stage
         /// alone, fewest escalations.
         #[arg(long, default_value_t = 0.005, conflicts_with = "max_escalated")]
@@ -280,6 +287,19 @@ enum Command {
         /// Target instead: at most this percentage of flows escalated, best macro-F1.
         #[arg(long)]
         max_escalated: Option<f64>,
+        /// Longest wait for the inline stages' packets the features are seen through (ms).
+        #[arg(long, default_value_t = PipelineConfig::default().fast_wait_ms)]
+        fast_wait_ms: f64,
+        /// Longest wait for the slow stage's packets (ms).
+        #[arg(long, default_value_t = PipelineConfig::default().max_wait_ms)]
+        max_wait_ms: f64,
+        /// Write the calibrated models into this new directory.
+        #[arg(long, conflicts_with_all = ["in_place", "dry_run"])]
+        out: Option<PathBuf>,
+        /// Rewrite the models directory's manifest, keeping the previous one as
+        /// serveflow-model.toml.prev.
+        #[arg(long, conflicts_with = "dry_run")]
+        in_place: bool,
         /// Print the result only.
         #[arg(long)]
         dry_run: bool,
@@ -430,6 +450,7 @@ fn main() -> ExitCode {
             end_on_fin_rst,
             features,
             packets,
+            within_ms,
             profile,
             services,
             counters,
@@ -441,6 +462,7 @@ fn main() -> ExitCode {
             interval_ms,
             features: FeatureSpec {
                 packets,
+                horizon_ns: within_ms.map_or(u64::MAX, |ms| (ms.max(0.0) * 1e6) as u64),
                 ..features
             },
             captures,
@@ -533,23 +555,40 @@ fn main() -> ExitCode {
             models,
             labels,
             split,
+            check,
             max_drop,
             f1_only,
             max_escalated,
+            fast_wait_ms,
+            max_wait_ms,
+            out,
+            in_place,
             dry_run,
             inputs,
-        } => serveflow::cmd::calibrate::run(&CalibrateOptions {
-            models,
-            inputs,
-            labels,
-            split,
-            target: match max_escalated {
-                Some(pct) => Target::MaxEscalated(pct / 100.0),
-                None if f1_only => Target::MaxF1Drop(max_drop),
-                None => Target::MaxDrop(max_drop),
-            },
-            dry_run,
-        }),
+        } => {
+            let output = match (out, in_place, dry_run) {
+                (Some(dir), _, _) => Some(Output::NewDir(dir)),
+                (None, true, _) => Some(Output::InPlace),
+                (None, false, true) => Some(Output::DryRun),
+                (None, false, false) => None,
+            };
+            output.ok_or_else(|| anyhow::anyhow!(
+                "say where the calibrated models go: --out DIR (a new directory), --in-place, or --dry-run"
+            )).and_then(|output| serveflow::cmd::calibrate::run(&CalibrateOptions {
+                models,
+                inputs,
+                labels,
+                split,
+                check: Some(check),
+                waits_ms: (fast_wait_ms, max_wait_ms),
+                output,
+                target: match max_escalated {
+                    Some(pct) => Target::MaxEscalated(pct / 100.0),
+                    None if f1_only => Target::MaxF1Drop(max_drop),
+                    None => Target::MaxDrop(max_drop),
+                },
+            }))
+        }
         Command::Train { args } => trainer("train", &args),
         Command::Craft { args } => trainer("craft", &args),
     };

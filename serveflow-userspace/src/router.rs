@@ -24,6 +24,8 @@ pub struct Router {
     pub measure: Uncertainty,
     /// Escalate when uncertainty exceeds this, per predicted class.
     pub thresholds: Vec<f64>,
+    /// Softmax temperature the stage's probabilities are computed with.
+    pub temperature: f64,
 }
 
 impl Router {
@@ -32,6 +34,7 @@ impl Router {
         Router {
             measure: Uncertainty::LeastConfidence,
             thresholds: vec![1.0; classes],
+            temperature: 1.0,
         }
     }
 
@@ -69,6 +72,7 @@ mod tests {
         let mut r = Router {
             measure: Uncertainty::LeastConfidence,
             thresholds: vec![0.2, 0.2, 0.2],
+            temperature: 1.0,
         };
         let sure = r.route(&[0.9, 0.05, 0.05]);
         assert_eq!((sure.class, sure.escalate), (0, false));
@@ -91,6 +95,7 @@ mod tests {
             let r = Router {
                 measure,
                 thresholds: vec![0.5; 3],
+                temperature: 1.0,
             };
             assert!(!r.route(&[0.98, 0.01, 0.01]).escalate, "{measure:?}");
             assert!(r.route(&[0.4, 0.35, 0.25]).escalate, "{measure:?}");

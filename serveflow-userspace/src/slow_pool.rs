@@ -20,6 +20,7 @@ use crate::{
     pipeline::output::{ThreadOutput, Timing},
     router::argmax,
     verdict::{StageKind, Verdict},
+    virtual_pool::{CostModel, VirtualPool},
 };
 
 /// Pool settings.
@@ -77,11 +78,20 @@ pub enum Rejected {
 #[derive(Clone, Debug)]
 pub struct PoolHandle {
     tx: Sender<SlowJob>,
+    /// Wait for room instead of falling back: on the virtual clock the real queue's wall-time
+    /// fill says nothing about the capture, so fallbacks come from the simulated queue.
+    blocking: bool,
 }
 
 impl PoolHandle {
-    /// Queues a job without blocking.
+    /// Queues a job without blocking (or, for a virtual-clock pool, once there is room).
     pub fn offer(&self, job: SlowJob) -> Result<(), Rejected> {
+        if self.blocking {
+            return self
+                .tx
+                .send(job)
+                .map_err(|e| Rejected::Stopped(Box::new(e.0)));
+        }
         self.tx.try_send(job).map_err(|e| match e {
             TrySendError::Full(j) => Rejected::Full(Box::new(j)),
             TrySendError::Disconnected(j) => Rejected::Stopped(Box::new(j)),
@@ -94,10 +104,17 @@ impl PoolHandle {
     }
 }
 
-/// The pool's receiving end, for its threads.
-pub fn channel(config: &PoolConfig) -> (PoolHandle, Receiver<SlowJob>) {
+/// The pool's receiving end, for its threads; `virtual_clock`: workers wait for room (see
+/// [`PoolHandle`]).
+pub fn channel(config: &PoolConfig, virtual_clock: bool) -> (PoolHandle, Receiver<SlowJob>) {
     let (tx, rx) = crossbeam_channel::bounded(config.queue.max(1));
-    (PoolHandle { tx }, rx)
+    (
+        PoolHandle {
+            tx,
+            blocking: virtual_clock,
+        },
+        rx,
+    )
 }
 
 /// Sets the calling thread's nice value (on Linux, PRIO_PROCESS with who = 0 is the calling
@@ -125,6 +142,11 @@ pub struct PoolCounters {
     pub jobs: u64,
     /// Jobs turned into fallbacks by a model error or panic.
     pub failed: u64,
+    /// Virtual clock: jobs that found the simulated queue full (fallbacks).
+    pub simulated_fallbacks: u64,
+    /// Virtual clock: the measured batch cost the simulation used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_model: Option<CostModel>,
 }
 
 /// Runs one pool thread until every worker has dropped its handle and the queue is empty.
@@ -147,6 +169,11 @@ pub fn serve(
     let width = model.features();
     let k = model.classes();
     let max_wait = Duration::from_micros(config.max_wait_us);
+    let mut simulated = out.clock.is_virtual().then(|| {
+        let cost = CostModel::measure(model, config.max_batch);
+        counters.cost_model = Some(cost);
+        VirtualPool::new(cost, config)
+    });
     let mut batch: Vec<SlowJob> = Vec::with_capacity(config.max_batch.max(1));
     let mut rows: Vec<f32> = Vec::new();
     let mut probs: Vec<f32> = Vec::new();
@@ -201,6 +228,7 @@ pub fn serve(
         counters.jobs += batch.len() as u64;
         for (i, job) in batch.drain(..).enumerate() {
             let mut v = job.draft;
+            let fallback = (v.label.clone(), v.confidence, class_index(&v, classes));
             let mut class = None;
             if ran {
                 for (d, s) in p64.iter_mut().zip(&probs[i * k..(i + 1) * k]) {
@@ -217,8 +245,15 @@ pub fn serve(
                 v.stage = StageKind::Fallback;
             }
             let class = class.unwrap_or_else(|| class_index(&v, classes));
-            out.emit(v, class, job.timing);
+            match simulated.as_mut() {
+                Some(sim) => sim.push(v, class, fallback, job.timing, out),
+                None => out.emit(v, class, job.timing),
+            }
         }
+    }
+    if let Some(sim) = simulated.as_mut() {
+        sim.finish(out);
+        counters.simulated_fallbacks = sim.fallbacks;
     }
     counters
 }

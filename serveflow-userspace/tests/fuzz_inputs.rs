@@ -1,6 +1,6 @@
 //! Property tests over arbitrary bytes: the packet parser (every link type), the capture
-//! reader (random files, and valid headers followed by random records), and the DNS, TLS and
-//! HTTP parsers never panic, and what they return stays inside the input.
+//! reader (random files, and valid headers followed by random records), and the DNS, DHCP, TLS
+//! and HTTP parsers never panic, and what they return stays inside the input.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -41,6 +41,15 @@ proptest! {
         let _ = names::tls_sni(&bytes);
         let _ = names::http_host(&bytes);
         let _ = dns::parse_answers(&bytes);
+        let _ = dns::message_name(&bytes);
+        let _ = names::dhcp_host_name(&bytes);
+        for (proto, sport, dport) in [(17, 53, 5000), (17, 68, 67), (17, 5000, 443), (6, 5000, 443), (6, 5000, 53)] {
+            let _ = names::server_name(proto, sport, dport, &bytes);
+        }
+        let mut dhcp = vec![0u8; 236];
+        dhcp.extend_from_slice(&[99, 130, 83, 99]);
+        dhcp.extend_from_slice(&bytes);
+        let _ = names::dhcp_host_name(&dhcp);
         let mut with_tls_header = vec![22, 3, 1, 0, 200, 1];
         with_tls_header.extend_from_slice(&bytes);
         let _ = names::tls_sni(&with_tls_header);

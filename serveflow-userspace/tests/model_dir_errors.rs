@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serveflow::model::dir::ModelDir;
+use serveflow::model::dir::{Manifest, ModelDir};
 
 fn bundled() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/service")
@@ -56,35 +56,75 @@ fn manifest_syntax_and_unknown_fields() {
     assert!(e.contains("unknown field `colour`"), "{e}");
 }
 
+/// Rewrites the manifest through its parsed form.
+fn edit_parsed(dir: &Path, edit: impl FnOnce(&mut Manifest)) {
+    let p = dir.join("serveflow-model.toml");
+    let mut m: Manifest = toml::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    edit(&mut m);
+    std::fs::write(&p, toml::to_string(&m).unwrap()).unwrap();
+}
+
+fn manifest() -> Manifest {
+    toml::from_str(&std::fs::read_to_string(bundled().join("serveflow-model.toml")).unwrap())
+        .unwrap()
+}
+
 #[test]
 fn class_count_must_match_both_models() {
-    let e = load_broken(|d| edit_manifest(d, ", \"other\"]", "]"));
+    let k = manifest().classes.len();
+    let e = load_broken(|d| {
+        edit_parsed(d, |m| {
+            m.classes.pop();
+            for r in
+                std::iter::once(&mut m.routing).chain(m.early.iter_mut().map(|e| &mut e.routing))
+            {
+                r.per_class.remove("other");
+            }
+        })
+    });
     assert!(
-        e.contains("fast.txt: classes: the fast model has 21 outputs, the manifest 20 classes"),
+        e.contains(&format!(
+            "fast.txt: classes: the fast model has {k} outputs, the manifest {} classes",
+            k - 1
+        )),
         "{e}"
     );
 }
 
 #[test]
 fn feature_sets_must_match_model_inputs() {
-    let e =
-        load_broken(|d| edit_manifest(d, "features = \"stats\"", "features = \"stats,nprint\""));
+    let e = load_broken(|d| edit_parsed(d, |m| m.fast.features.push_str(",nprint")));
     assert!(
         e.contains("fast.features") && e.contains("retrain, or fix the manifest"),
         "{e}"
     );
-    let e = load_broken(|d| edit_manifest(d, "packets = 4", "packets = 5"));
+    let e = load_broken(|d| edit_parsed(d, |m| m.slow.packets += 1));
     assert!(e.contains("slow.onnx: slow.model"), "{e}");
-    let e = load_broken(|d| edit_manifest(d, "features = \"stats\"", "features = \"colour\""));
+    assert!(e.contains("retrain, or fix the manifest"), "{e}");
+    let e = load_broken(|d| edit_parsed(d, |m| m.fast.features = "colour".into()));
     assert!(e.contains("fast.features"), "{e}");
-    let e = load_broken(|d| edit_manifest(d, "packets = 2", "packets = 0"));
+    let e = load_broken(|d| edit_parsed(d, |m| m.fast.packets = 0));
     assert!(e.contains("fast.packets: must be 1..=64"), "{e}");
     // An early stage may not wait for more packets than the stage after it.
-    let e = load_broken(|d| edit_manifest(d, "packets = 1", "packets = 3"));
+    let m = manifest();
+    let e = load_broken(|d| edit_parsed(d, |m| m.early[0].packets = m.fast.packets + 1));
     assert!(
-        e.contains("packets: stages wait for [3, 2, 4] packets"),
+        e.contains(&format!(
+            "packets: stages wait for [{}, {}, {}] packets",
+            m.fast.packets + 1,
+            m.fast.packets,
+            m.slow.packets
+        )),
         "{e}"
     );
+}
+
+#[test]
+fn temperatures_are_checked() {
+    let e = load_broken(|d| edit_parsed(d, |m| m.routing.temperature = 0.0));
+    assert!(e.contains("routing.temperature"), "{e}");
+    let e = load_broken(|d| edit_parsed(d, |m| m.early[0].routing.temperature = f64::NAN));
+    assert!(e.contains("early[0].routing.temperature"), "{e}");
 }
 
 #[test]

@@ -30,6 +30,12 @@ fn cascade(mode: Mode) -> Arc<Cascade> {
     Arc::new(c)
 }
 
+/// Packets the bundled service models' slow stage waits for.
+fn bundled_slow_packets() -> u64 {
+    let c = cascade(Mode::Cascade);
+    c.packets(c.inline.len())
+}
+
 /// A writer the test reads back.
 #[derive(Clone, Default)]
 struct Lines(Arc<Mutex<Vec<u8>>>);
@@ -200,7 +206,7 @@ fn virtual_clock_replays_are_deterministic() {
 #[test]
 fn realtime_replay_waits_for_packets_and_counts_the_wait() {
     // 4 flows x 6 packets; packet p of every flow is p ms after the first, so the slow stage's
-    // 4th packet comes 3 ms after the first: real-time latency includes that wait.
+    // last packet comes at least 3 ms after the first: real-time latency includes that wait.
     let config = PipelineConfig {
         speed: Speed::Realtime(1.0),
         pin: false,
@@ -214,11 +220,13 @@ fn realtime_replay_waits_for_packets_and_counts_the_wait() {
         "paced: the capture spans 5 ms, ran {} s",
         r.wall_s
     );
+    // The slow stage decides at its packet count, or at the flow's 6th and last packet.
+    let slow_packets = bundled_slow_packets().min(6);
     for v in &verdicts {
         assert_eq!(v["stage"], "slow", "{v}");
-        assert_eq!(v["packets"], 4, "{v}");
-        // The wait part (latency less serving) is the 3 ms between packets 1 and 4, less any
-        // delay in handling packet 1 on a busy machine.
+        assert_eq!(v["packets"], slow_packets, "{v}");
+        // The wait part (latency less serving) is at least the 3 ms between packets 1 and 4,
+        // less any delay in handling packet 1 on a busy machine.
         let wait = v["latency_us"].as_f64().unwrap() - v["serving_us"].as_f64().unwrap();
         assert!(
             wait >= 2_000.0,

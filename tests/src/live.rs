@@ -138,3 +138,21 @@ pub fn xdp_attached(bed: &VethPair) -> anyhow::Result<bool> {
 pub fn pin_dir(bed: &VethPair) -> PathBuf {
     Path::new("/sys/fs/bpf/serveflow_v3").join(&bed.dev_a)
 }
+
+/// Packets the bundled service models' deepest stage (their slow stage) waits for: what the
+/// kernel steers to userspace per undecided flow by default.
+pub fn bundled_stage_packets() -> anyhow::Result<u64> {
+    let manifest =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/service/serveflow-model.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .with_context(|| format!("reading {}", manifest.display()))?;
+    let slow = text
+        .split("\n[slow]")
+        .nth(1)
+        .with_context(|| format!("{}: no [slow] section", manifest.display()))?;
+    slow.lines()
+        .take_while(|l| !l.starts_with('['))
+        .find_map(|l| l.strip_prefix("packets = "))
+        .and_then(|n| n.trim().parse().ok())
+        .with_context(|| format!("{}: no [slow] packets", manifest.display()))
+}

@@ -21,8 +21,6 @@ use serveflow_testbed::{
 
 /// RX queues (and so AF_XDP sockets and fast-path workers) on the serving end.
 const QUEUES: u32 = 4;
-/// Packets the bundled service models' deepest inline stage needs (models/service).
-const STAGE_PACKETS: u64 = 4;
 
 /// One end-to-end run at a time: the label comparison reads inter-arrival statistics, which
 /// two runs sharing the machine's two cores would stretch (batched receives under load).
@@ -90,14 +88,15 @@ fn end_to_end(tag: &str, frames: &[Vec<u8>], spacing_ms: u32, extra: &[&str]) {
     assert_eq!(n(&s["socket_drops"]["rx_ring_full"]), 0);
 
     // Userspace got no more of a flow's packets than the stages need.
-    let needed: u64 = per_flow.values().map(|p| (*p).min(STAGE_PACKETS)).sum();
+    let stage_packets = live::bundled_stage_packets().unwrap();
+    let needed: u64 = per_flow.values().map(|p| (*p).min(stage_packets)).sum();
     let sent: u64 = per_flow.values().sum();
     let got = n(&s["afxdp"]["packets"]);
     assert!(
         got <= needed && got >= per_flow.len() as u64,
         "userspace received {got} packets; the stages need at most {needed} of {sent}"
     );
-    assert!(verdicts.iter().all(|v| n(&v["packets"]) <= STAGE_PACKETS));
+    assert!(verdicts.iter().all(|v| n(&v["packets"]) <= stage_packets));
     let k = &s["kernel_counters"];
     assert_eq!(n(&k["redirected"]), got);
     assert_eq!(

@@ -1,62 +1,172 @@
-//! `serveflow calibrate`: picks the routing thresholds of a models directory on labeled
-//! validation captures for a stated target and writes them into its manifest.
+//! `serveflow calibrate`: fits the inline stages' temperatures and picks their routing
+//! thresholds on labeled captures of one split (by default the calibration half of the
+//! held-out captures), checks the result on another (by default the test half), and writes a
+//! calibrated models directory: a new one (`--out`), or the same one with the previous
+//! manifest kept beside it (`--in-place`).
 
-use std::{io::Write as _, path::PathBuf};
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context as _;
+use serde::Serialize;
 
 use crate::{
-    calibrate::{answers, calibrate, Calibration, Target},
+    calibrate::{
+        answers, calibrate, ece, evaluate, fit_temperature, routed, Answers, Calibration, Outcome,
+        Target, MIN_SUPPORT,
+    },
     cmd::replay::capture_files,
     labels::{FlowLabels, Split, Task},
-    model::dir::ModelDir,
-    pipeline::cascade::Cascade,
+    model::dir::{ModelDir, MANIFEST},
+    pipeline::{cascade::Cascade, wait_ns},
 };
+
+/// Fewest labeled flows a calibration may be fitted on: below it, thresholds fit noise.
+pub const MIN_FLOWS: usize = 200;
+
+/// Where the calibrated models go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// A new models directory (the models are copied, the manifest rewritten).
+    NewDir(PathBuf),
+    /// The same directory; the previous manifest is kept as `serveflow-model.toml.prev`.
+    InPlace,
+    /// Print only.
+    DryRun,
+}
 
 /// Options of `serveflow calibrate`.
 #[derive(Clone, Debug)]
 pub struct CalibrateOptions {
-    /// Models directory to calibrate (its manifest is rewritten).
+    /// Models directory to calibrate.
     pub models: PathBuf,
     /// Captures or folders.
     pub inputs: Vec<PathBuf>,
-    /// nfstream per-flow label CSV.
+    /// nfstream per-flow label CSV, or a labels folder.
     pub labels: PathBuf,
-    /// Which files of the split to use.
+    /// Which files of the split to fit on.
     pub split: Split,
+    /// Which files to check the result on (none: no check).
+    pub check: Option<Split>,
     /// The target.
     pub target: Target,
-    /// Print only; leave the manifest as it is.
-    pub dry_run: bool,
+    /// The serving waits the stages' features are seen through (ms): inline, slow.
+    pub waits_ms: (f64, f64),
+    /// Where the result goes.
+    pub output: Output,
+}
+
+/// One split's view of the calibrated cascade.
+#[derive(Debug, Serialize)]
+struct SplitResult {
+    split: Split,
+    captures: usize,
+    flows: usize,
+    unreadable: Vec<String>,
+    /// Per inline stage: expected calibration error before and after temperature scaling.
+    ece_before: Vec<f64>,
+    ece_after: Vec<f64>,
+    slow_accuracy: f64,
+    slow_macro_f1: f64,
+    cascade: Outcome,
 }
 
 /// Runs `serveflow calibrate`.
 pub fn run(opts: &CalibrateOptions) -> anyhow::Result<()> {
     let models = ModelDir::load(&opts.models)?;
+    let target_dir = match &opts.output {
+        Output::NewDir(dir) => {
+            if dir.exists() {
+                anyhow::bail!(
+                    "--out {}: already exists; give a new directory (or --in-place)",
+                    dir.display()
+                );
+            }
+            Some(dir.clone())
+        }
+        Output::InPlace => Some(models.dir.clone()),
+        Output::DryRun => None,
+    };
     let task = Task::from_name(&models.manifest.task)
         .with_context(|| format!("task {:?} has no label join", models.manifest.task))?;
     let labels = FlowLabels::load(&opts.labels, task)?;
-    let mut files = capture_files(&opts.inputs)?;
-    files.retain(|f| labels.path_of(f).is_some_and(|p| opts.split.contains(&p)));
-    if files.is_empty() {
-        anyhow::bail!("no input is a labeled capture of split {:?}", opts.split);
+    let all = capture_files(&opts.inputs)?;
+    let of = |split: Split| -> Vec<PathBuf> {
+        all.iter()
+            .filter(|f| labels.path_of(f).is_some_and(|p| split.contains(&p)))
+            .cloned()
+            .collect()
+    };
+    let fit_files = of(opts.split);
+    if fit_files.is_empty() {
+        anyhow::bail!(
+            "no input is a labeled capture of split {}",
+            opts.split.name()
+        );
     }
-    let dir = models.dir.clone();
+    let source_dir = models.dir.clone();
     let mut manifest = models.manifest.clone();
     let cascade = Cascade::from_models(models);
     let k = cascade.classes.len();
     let stages = cascade.inline.len();
     let names: Vec<&str> = cascade.inline.iter().map(|s| s.name).collect();
-    let flows = answers(&cascade, &labels, &files)?;
-    if flows.is_empty() {
-        anyhow::bail!("no labeled flow in the {} captures", files.len());
+    let waits = (wait_ns(opts.waits_ms.0), wait_ns(opts.waits_ms.1));
+    let fit = answers(&cascade, &labels, &fit_files, waits)?;
+    if fit.len() < MIN_FLOWS {
+        anyhow::bail!(
+            "split {} has {} labeled flows in {} captures: at least {MIN_FLOWS} are needed for thresholds that hold on other traffic",
+            opts.split.name(),
+            fit.len(),
+            fit.captures
+        );
     }
-    let c = calibrate(&flows, stages, k, opts.target);
+    let temperatures: Vec<f64> = fit
+        .raw
+        .iter()
+        .map(|raw| fit_temperature(raw, &fit.truth, k))
+        .collect();
+    let c = calibrate(
+        &routed(&cascade, &fit, &temperatures),
+        stages,
+        k,
+        opts.target,
+    );
+    let thin: Vec<String> = cascade
+        .classes
+        .iter()
+        .zip(fit.support())
+        .filter(|(_, n)| (*n as f64) < MIN_SUPPORT)
+        .map(|(c, n)| format!("{c} ({n})"))
+        .collect();
+    let mut results = vec![split_result(
+        &cascade,
+        opts.split,
+        &fit,
+        &temperatures,
+        &c.picked.thresholds,
+    )];
+    if let Some(check) = opts.check.filter(|c| *c != opts.split) {
+        let files = of(check);
+        if !files.is_empty() {
+            let a = answers(&cascade, &labels, &files, waits)?;
+            if !a.is_empty() {
+                results.push(split_result(
+                    &cascade,
+                    check,
+                    &a,
+                    &temperatures,
+                    &c.picked.thresholds,
+                ));
+            }
+        }
+    }
     let out = &mut std::io::stdout().lock();
-    print(out, &c, &names, files.len())?;
-    if opts.dry_run {
+    print(out, &c, &names, &temperatures, &results, &thin)?;
+    let Some(dir) = target_dir else {
         return Ok(());
-    }
+    };
     // Per-class thresholds (-1: the class always escalates); the global one escalates too.
     let classes = manifest.classes.clone();
     let per_class = |t: &[f64]| -> std::collections::BTreeMap<String, f64> {
@@ -67,26 +177,37 @@ pub fn run(opts: &CalibrateOptions) -> anyhow::Result<()> {
             .collect()
     };
     let picked = &c.picked.thresholds;
-    let early: Vec<_> = (0..manifest.early.len())
-        .map(|i| per_class(&picked[i]))
-        .collect();
-    for (e, pc) in manifest.early.iter_mut().zip(early) {
+    for (i, e) in manifest.early.iter_mut().enumerate() {
         e.routing.threshold = -1.0;
-        e.routing.per_class = pc;
+        e.routing.per_class = per_class(&picked[i]);
+        e.routing.temperature = temperatures[i];
     }
     manifest.routing.threshold = -1.0;
     manifest.routing.per_class = per_class(&picked[stages - 1]);
+    manifest.routing.temperature = temperatures[stages - 1];
+    if opts.output != Output::InPlace {
+        copy_dir(&source_dir, &dir)?;
+    }
+    let path = dir.join(MANIFEST);
+    if opts.output == Output::InPlace {
+        let prev = dir.join(format!("{MANIFEST}.prev"));
+        std::fs::copy(&path, &prev)
+            .with_context(|| format!("keeping the previous manifest as {}", prev.display()))?;
+    }
     let text = toml::to_string(&manifest)?;
-    let path = dir.join(crate::model::dir::MANIFEST);
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     // Reload: the written manifest must pass the same checks as any other.
     ModelDir::load(&dir)?;
     let record = serde_json::json!({
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "split": opts.split,
-        "captures": files.len(),
+        "captures": fit.captures,
         "stages": names,
+        "waits_ms": { "inline": opts.waits_ms.0, "slow": opts.waits_ms.1 },
+        "temperatures": temperatures,
+        "classes_below_support_floor": thin,
         "calibration": c,
+        "splits": results,
     });
     let json = dir.join("calibration.json");
     std::fs::write(&json, serde_json::to_string_pretty(&record)? + "\n")
@@ -95,31 +216,114 @@ pub fn run(opts: &CalibrateOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn split_result(
+    cascade: &Cascade,
+    split: Split,
+    a: &Answers,
+    temperatures: &[f64],
+    thresholds: &[Vec<f64>],
+) -> SplitResult {
+    let k = a.k;
+    let routed_flows = routed(cascade, a, temperatures);
+    let slow = evaluate(&routed_flows, &vec![vec![-1.0; k]; thresholds.len()], k);
+    SplitResult {
+        split,
+        captures: a.captures,
+        flows: a.len(),
+        unreadable: a.unreadable.clone(),
+        ece_before: a.raw.iter().map(|r| ece(r, &a.truth, k, 1.0)).collect(),
+        ece_after: a
+            .raw
+            .iter()
+            .zip(temperatures)
+            .map(|(r, t)| ece(r, &a.truth, k, *t))
+            .collect(),
+        slow_accuracy: slow.accuracy,
+        slow_macro_f1: slow.macro_f1,
+        cascade: evaluate(&routed_flows, thresholds, k),
+    }
+}
+
+/// Copies the files of models directory `from` into a new directory `to`.
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let path = entry?.path();
+        if let (true, Some(name)) = (path.is_file(), path.file_name()) {
+            std::fs::copy(&path, to.join(name))
+                .with_context(|| format!("copying {} to {}", path.display(), to.display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn print(
     out: &mut impl std::io::Write,
     c: &Calibration,
     names: &[&str],
-    files: usize,
+    temperatures: &[f64],
+    results: &[SplitResult],
+    thin: &[String],
 ) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "flows:     {} labeled flows from {files} captures",
-        c.flows
-    )?;
-    for (n, f1) in names.iter().zip(&c.stage_f1) {
-        writeln!(out, "{n:<10} alone: macro-F1 {f1:.4}")?;
+    writeln!(out, "target:    {}", c.target)?;
+    for ((n, f1), t) in names.iter().zip(&c.stage_f1).zip(temperatures) {
+        writeln!(out, "{n:<10} alone: macro-F1 {f1:.4}; temperature {t:.3}")?;
     }
     writeln!(out, "slow       alone: macro-F1 {:.4}", c.slow_f1)?;
-    let p = &c.picked;
-    writeln!(
-        out,
-        "picked:    per-class thresholds -> macro-F1 {:.4}, accuracy {:.4}, decided inline {:?}, escalated {:.1}%",
-        p.macro_f1,
-        p.accuracy,
-        p.decided_by
-            .iter()
-            .map(|d| format!("{:.1}%", d * 100.0))
-            .collect::<Vec<_>>(),
-        p.escalated * 100.0
-    )
+    if !thin.is_empty() {
+        writeln!(
+            out,
+            "warning:   {} classes have fewer than {MIN_SUPPORT} flows to calibrate on (their thresholds stay where they escalate): {}",
+            thin.len(),
+            thin.join(", ")
+        )?;
+    }
+    let header: Vec<String> = results
+        .iter()
+        .map(|r| format!("{} ({} flows)", r.split.name(), r.flows))
+        .collect();
+    writeln!(out)?;
+    write!(out, "{:<28}", "")?;
+    for h in &header {
+        write!(out, "{h:>26}")?;
+    }
+    writeln!(out)?;
+    let row = |out: &mut dyn std::io::Write, label: &str, f: &dyn Fn(&SplitResult) -> String| {
+        write!(out, "{label:<28}")?;
+        for r in results {
+            write!(out, "{:>26}", f(r))?;
+        }
+        writeln!(out)
+    };
+    row(out, "cascade accuracy", &|r| {
+        format!("{:.4}", r.cascade.accuracy)
+    })?;
+    row(out, "cascade macro-F1", &|r| {
+        format!("{:.4}", r.cascade.macro_f1)
+    })?;
+    row(out, "slow-only accuracy", &|r| {
+        format!("{:.4}", r.slow_accuracy)
+    })?;
+    row(out, "slow-only macro-F1", &|r| {
+        format!("{:.4}", r.slow_macro_f1)
+    })?;
+    row(out, "escalated", &|r| {
+        format!("{:.1}%", r.cascade.escalated * 100.0)
+    })?;
+    for (i, n) in names.iter().enumerate() {
+        row(out, &format!("decided by {n}"), &|r| {
+            format!(
+                "{:.1}%",
+                r.cascade.decided_by.get(i).copied().unwrap_or(0.0) * 100.0
+            )
+        })?;
+        row(out, &format!("{n} calibration error"), &|r| {
+            format!(
+                "{:.3} -> {:.3}",
+                r.ece_before.get(i).copied().unwrap_or(0.0),
+                r.ece_after.get(i).copied().unwrap_or(0.0)
+            )
+        })?;
+    }
+    Ok(())
 }

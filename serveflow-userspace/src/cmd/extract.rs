@@ -196,6 +196,21 @@ fn run_profile(opts: &ExtractOptions) -> anyhow::Result<()> {
     let specs = vec![
         ("flow table only".to_owned(), None),
         ("stats".to_owned(), spec("stats")?),
+        ("ports".to_owned(), spec("ports")?),
+        (format!("seq x{n}"), spec("seq")?),
+        ("bytes:16".to_owned(), spec("bytes:16")?),
+        ("name:64".to_owned(), spec("name:64")?),
+        (
+            format!("stats,ports,seq,bytes:16,name:64 x{n}"),
+            spec("stats,ports,seq,bytes:16,name:64")?,
+        ),
+        (
+            "nprint-masked x1 (packet 1's header bits)".to_owned(),
+            Some(FeatureSpec {
+                packets: 1,
+                ..spec("nprint,nprint-masked")?.unwrap_or_default()
+            }),
+        ),
         (format!("nprint x{n}"), spec("nprint")?),
         (format!("nprint x{n} + stats"), spec("nprint,stats")?),
         (

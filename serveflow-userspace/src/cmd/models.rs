@@ -1,6 +1,7 @@
 //! `serveflow models`: shows a models directory (the bundled one of a task when none is
-//! named) and, given captures, runs both stages on every flow's first packets, so an operator
-//! can check that a models directory loads and classifies before serving with it.
+//! named) and, given captures, runs every stage on every flow's first packets (each through
+//! its serving wait) and routes them as serving would, so an operator can check that a models
+//! directory loads and classifies before serving with it.
 
 use std::{
     collections::BTreeMap,
@@ -12,12 +13,13 @@ use anyhow::Context as _;
 
 use crate::{
     extract::extract,
-    features::StagePair,
     flow::FlowConfig,
-    model::{
-        bundled,
-        dir::{uncertainty, ModelDir},
+    model::{bundled, dir::ModelDir},
+    pipeline::{
+        cascade::{Cascade, ServeState},
+        wait_ns, DEFAULT_FAST_WAIT_MS, DEFAULT_MAX_WAIT_MS,
     },
+    router::argmax,
     services::ServiceMap,
 };
 
@@ -37,60 +39,88 @@ pub struct ModelsOptions {
 pub struct Tally {
     /// Flows classified.
     pub flows: u64,
-    /// Flows per fast-model class.
-    pub fast: BTreeMap<String, u64>,
-    /// Flows per slow-model class.
-    pub slow: BTreeMap<String, u64>,
-    /// Flows where both stages agree.
-    pub agree: u64,
-    /// Flows the routing thresholds would escalate to the slow stage.
+    /// Stage names, inline ones first, `slow` last.
+    pub stages: Vec<String>,
+    /// Flows per class, per stage (every stage runs on every flow).
+    pub by_stage: Vec<BTreeMap<String, u64>>,
+    /// Flows the routing leaves with each inline stage.
+    pub decided_by: Vec<u64>,
+    /// Flows the routing escalates to the slow stage.
     pub escalated: u64,
+    /// Flows where the fast stage and the slow stage agree.
+    pub agree: u64,
 }
 
-fn argmax(p: &[f64]) -> usize {
-    p.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map_or(0, |(i, _)| i)
-}
-
-/// Runs both stages of `models` on every TCP/UDP flow of `captures`.
-pub fn classify(models: &ModelDir, captures: &[PathBuf]) -> anyhow::Result<Tally> {
-    let (mut fast_rows, mut slow_rows) = (Vec::new(), Vec::new());
-    extract::<StagePair>(
+/// Runs every stage of `models` on every TCP/UDP flow of `captures`, with the default
+/// serving waits.
+pub fn classify(models: ModelDir, captures: &[PathBuf]) -> anyhow::Result<Tally> {
+    let cascade = Cascade::from_models(models);
+    let k = cascade.classes.len();
+    let specs = cascade.specs_within(wait_ns(DEFAULT_FAST_WAIT_MS), wait_ns(DEFAULT_MAX_WAIT_MS));
+    let stages = cascade.inline.len();
+    let mut tally = Tally {
+        stages: cascade
+            .inline
+            .iter()
+            .map(|s| s.name.to_owned())
+            .chain(["slow".to_owned()])
+            .collect(),
+        by_stage: vec![BTreeMap::new(); stages + 1],
+        decided_by: vec![0; stages],
+        ..Tally::default()
+    };
+    let mut inline: Vec<(Vec<usize>, Option<usize>)> = Vec::new();
+    let mut slow_rows = Vec::new();
+    let mut row = Vec::new();
+    let mut probs = vec![0.0; k];
+    extract::<ServeState>(
         captures,
         FlowConfig::default(),
-        (models.fast.features, models.slow.features),
+        specs,
         &mut ServiceMap::default(),
         None,
         |flow, _, _| {
-            let mut f = Vec::new();
-            flow.state.fast.values(&mut f);
-            fast_rows.push(f.into_iter().map(f64::from).collect::<Vec<f64>>());
-            flow.state.slow.values(&mut slow_rows);
+            let mut classes = Vec::with_capacity(stages);
+            let mut decided = None;
+            for (i, stage) in cascade.inline.iter().enumerate() {
+                row.clear();
+                flow.state.features[i].values(&mut row);
+                stage.probabilities(&row, &mut probs);
+                let route = stage.router.route(&probs);
+                classes.push(route.class);
+                if decided.is_none() && !route.escalate {
+                    decided = Some(i);
+                }
+            }
+            if let Some(f) = flow.state.features.last() {
+                let before = slow_rows.len();
+                f.values(&mut slow_rows);
+                slow_rows.resize(before + cascade.slow.features(), -1.0);
+            }
+            inline.push((classes, decided));
         },
     )?;
-    let classes = &models.manifest.classes;
-    let mut tally = Tally::default();
-    let mut state = models.slow.model.state()?;
-    let mut probs = Vec::new();
-    let mut fast_p = vec![0.0; classes.len()];
-    let width = models.slow.model.features();
-    for (chunk, slow_chunk) in fast_rows.chunks(32).zip(slow_rows.chunks(32 * width)) {
-        models
-            .slow
-            .model
-            .predict_batch(&mut state, slow_chunk, &mut probs)?;
-        for (x, slow_p) in chunk.iter().zip(probs.chunks(classes.len())) {
-            models.fast.model.predict(x, &mut fast_p);
-            let f = argmax(&fast_p);
-            let s = argmax(&slow_p.iter().map(|v| f64::from(*v)).collect::<Vec<_>>());
+    let mut state = cascade.slow.state()?;
+    let width = cascade.slow.features().max(1);
+    let (mut out, mut p64) = (Vec::new(), vec![0.0; k]);
+    let name = |c: usize| cascade.classes.get(c).map_or("?".into(), |n| n.to_string());
+    for (chunk, rows) in inline.chunks(32).zip(slow_rows.chunks(32 * width)) {
+        cascade.slow.predict_batch(&mut state, rows, &mut out)?;
+        for ((classes, decided), p) in chunk.iter().zip(out.chunks(k)) {
+            for (d, s) in p64.iter_mut().zip(p) {
+                *d = f64::from(*s);
+            }
+            let slow = argmax(&p64).0;
             tally.flows += 1;
-            *tally.fast.entry(classes[f].clone()).or_default() += 1;
-            *tally.slow.entry(classes[s].clone()).or_default() += 1;
-            tally.agree += u64::from(f == s);
-            let u = uncertainty(models.manifest.routing.uncertainty, &fast_p);
-            tally.escalated += u64::from(u > models.thresholds[f]);
+            for (i, c) in classes.iter().enumerate() {
+                *tally.by_stage[i].entry(name(*c)).or_default() += 1;
+            }
+            *tally.by_stage[stages].entry(name(slow)).or_default() += 1;
+            tally.agree += u64::from(classes.last() == Some(&slow));
+            match decided {
+                Some(i) => tally.decided_by[*i] += 1,
+                None => tally.escalated += 1,
+            }
         }
     }
     Ok(tally)
@@ -106,14 +136,40 @@ fn describe(models: &ModelDir, out: &mut impl std::io::Write) -> std::io::Result
         m.classes.len(),
         m.classes.join(", ")
     )?;
+    let routing = |r: &crate::model::dir::RoutingConfig| {
+        format!(
+            "escalate when {} uncertainty > {} ({} per-class thresholds), temperature {}",
+            serde_json::to_value(r.uncertainty)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            r.threshold,
+            r.per_class.len(),
+            r.temperature
+        )
+    };
+    for (e, loaded) in m.early.iter().zip(&models.early) {
+        writeln!(
+            out,
+            "{:<9} {} | {} x{} packets | {} trees over {} features | {}",
+            format!("{}:", e.name),
+            e.model.display(),
+            e.features,
+            e.packets,
+            loaded.stage.model.num_trees(),
+            loaded.stage.model.num_features(),
+            routing(&e.routing)
+        )?;
+    }
     writeln!(
         out,
-        "fast:     {} | {} x{} packets | {} trees over {} features",
+        "fast:     {} | {} x{} packets | {} trees over {} features | {}",
         m.fast.model.display(),
         m.fast.features,
         m.fast.packets,
         models.fast.model.num_trees(),
-        models.fast.model.num_features()
+        models.fast.model.num_features(),
+        routing(&m.routing)
     )?;
     writeln!(
         out,
@@ -122,13 +178,6 @@ fn describe(models: &ModelDir, out: &mut impl std::io::Write) -> std::io::Result
         m.slow.features,
         m.slow.packets,
         models.slow.model.features()
-    )?;
-    writeln!(
-        out,
-        "routing:  escalate when {:?} uncertainty > {} ({} per-class thresholds)",
-        m.routing.uncertainty,
-        m.routing.threshold,
-        m.routing.per_class.len()
     )
 }
 
@@ -141,25 +190,35 @@ pub fn run(opts: &ModelsOptions) -> anyhow::Result<()> {
     if opts.captures.is_empty() {
         return Ok(());
     }
-    let tally = classify(&models, &opts.captures)
+    let classes = models.manifest.classes.clone();
+    let tally = classify(models, &opts.captures)
         .with_context(|| format!("classifying {}", show(&opts.captures)))?;
     let pct = |n: u64| 100.0 * n as f64 / tally.flows.max(1) as f64;
+    let decided: Vec<String> = tally
+        .stages
+        .iter()
+        .zip(&tally.decided_by)
+        .map(|(s, n)| format!("{s} {:.1}%", pct(*n)))
+        .collect();
     writeln!(
         out,
-        "flows:    {} | stages agree on {:.1}% | {:.1}% would be escalated",
+        "flows:    {} | routed: {}, escalated {:.1}% | fast and slow agree on {:.1}%",
         tally.flows,
-        pct(tally.agree),
-        pct(tally.escalated)
+        decided.join(", "),
+        pct(tally.escalated),
+        pct(tally.agree)
     )?;
-    writeln!(out, "{:<24} {:>10} {:>10}", "class", "fast", "slow")?;
-    for class in &models.manifest.classes {
-        let n = |m: &BTreeMap<String, u64>| m.get(class).copied().unwrap_or(0);
-        writeln!(
-            out,
-            "{class:<24} {:>10} {:>10}",
-            n(&tally.fast),
-            n(&tally.slow)
-        )?;
+    write!(out, "{:<24}", "class")?;
+    for s in &tally.stages {
+        write!(out, " {s:>10}")?;
+    }
+    writeln!(out)?;
+    for class in &classes {
+        write!(out, "{class:<24}")?;
+        for m in &tally.by_stage {
+            write!(out, " {:>10}", m.get(class).copied().unwrap_or(0))?;
+        }
+        writeln!(out)?;
     }
     Ok(())
 }

@@ -10,10 +10,7 @@
 use lru::LruCache;
 use serveflow_common::{proto, FlowKey};
 
-use crate::{
-    parse::Packet,
-    services::{names, quic},
-};
+use crate::{parse::Packet, services::names};
 
 /// Flow-table settings. Defaults follow nfstream (idle 120 s, active 1800 s).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -71,14 +68,21 @@ pub trait FlowState {
     type Config;
     /// State for a new flow.
     fn new(config: &Self::Config) -> Self;
-    /// Adds one packet.
-    fn update(&mut self, ts_ns: u64, packet: &Packet<'_>, dir: Direction);
+    /// Adds one packet; `server_name` is the flow's server name as known after it (the
+    /// flow table reads names once, for every feature set).
+    fn update(
+        &mut self,
+        ts_ns: u64,
+        packet: &Packet<'_>,
+        dir: Direction,
+        server_name: Option<&str>,
+    );
 }
 
 impl FlowState for () {
     type Config = ();
     fn new(_: &()) {}
-    fn update(&mut self, _: u64, _: &Packet<'_>, _: Direction) {}
+    fn update(&mut self, _: u64, _: &Packet<'_>, _: Direction, _: Option<&str>) {}
 }
 
 /// One flow.
@@ -108,8 +112,8 @@ pub struct Flow<S> {
     pub fwd_packets: u64,
     /// Packets and bytes since the last periodic export (Traffic Refinery counters).
     pub interval: IntervalCounts,
-    /// Server name the flow carried (TLS/QUIC SNI or HTTP Host of the initiator's first
-    /// payloads).
+    /// Server name the flow carried (TLS/QUIC SNI, HTTP Host, the DNS/mDNS/LLMNR name asked
+    /// about or the DHCP client's host name, from the initiator's first payloads).
     pub server_name: Option<String>,
     /// Feature state.
     pub state: S,
@@ -335,17 +339,15 @@ impl<S: FlowState> FlowTable<S> {
             if flow.name_tries > 0 && packet.payload_len() > 0 {
                 flow.name_tries -= 1;
                 let payload = &packet.frame[packet.payload_offset()..packet.ip_end()];
-                flow.server_name = if packet.proto == proto::UDP {
-                    quic::quic_sni(payload)
-                } else {
-                    names::tls_sni(payload).or_else(|| names::http_host(payload))
-                };
+                flow.server_name =
+                    names::server_name(packet.proto, packet.sport, packet.dport, payload);
                 if flow.server_name.is_some() {
                     flow.name_tries = 0;
                 }
             }
         }
-        flow.state.update(now, packet, dir);
+        flow.state
+            .update(now, packet, dir, flow.server_name.as_deref());
         on_packet(flow, dir);
         let closes = self.config.end_on_fin_rst
             && packet.proto == proto::TCP

@@ -102,7 +102,26 @@ pub struct RoutingConfig {
     /// Per predicted class thresholds, overriding the global one.
     #[serde(default)]
     pub per_class: BTreeMap<String, f64>,
+    /// Softmax temperature of the stage's raw scores (probabilities are softmax(raw / T)),
+    /// fitted by `serveflow calibrate` so thresholds picked on some captures hold on others.
+    #[serde(default = "unit", skip_serializing_if = "is_unit")]
+    pub temperature: f64,
 }
+
+fn unit() -> f64 {
+    1.0
+}
+
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if signature"
+)]
+fn is_unit(t: &f64) -> bool {
+    *t == 1.0
+}
+
+/// Temperatures a manifest may hold.
+pub const TEMPERATURES: std::ops::RangeInclusive<f64> = 0.01..=100.0;
 
 /// An `[[early]]` stage: a tree model run before `[fast]`, with its own routing.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -150,6 +169,8 @@ pub struct EarlyStage {
     pub uncertainty: Uncertainty,
     /// Threshold per class index.
     pub thresholds: Vec<f64>,
+    /// Softmax temperature.
+    pub temperature: f64,
 }
 
 /// A loaded stage.
@@ -217,6 +238,7 @@ impl ModelDir {
                 name: e.name.clone(),
                 stage: Stage { model, features },
                 uncertainty: e.routing.uncertainty,
+                temperature: e.routing.temperature,
                 thresholds: class_thresholds(
                     &mp,
                     &e.routing,
@@ -341,6 +363,18 @@ fn class_thresholds(
     classes: &[String],
     field: &str,
 ) -> Result<Vec<f64>, ModelDirError> {
+    if !TEMPERATURES.contains(&r.temperature) {
+        return Err(fail(
+            mp,
+            &format!("{field}.temperature"),
+            format!(
+                "{} is outside {}..={}: recalibrate, or remove it (1 = uncalibrated)",
+                r.temperature,
+                TEMPERATURES.start(),
+                TEMPERATURES.end()
+            ),
+        ));
+    }
     if !(-1.0..=1.0).contains(&r.threshold) {
         return Err(fail(
             mp,

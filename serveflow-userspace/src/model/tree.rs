@@ -6,7 +6,9 @@
 //! `Tree::CategoricalDecision` exactly (missing-value modes None/Zero/NaN, default-left,
 //! categorical bitsets), sums run in f64 in LightGBM's order, and the output transform is the
 //! objective's (softmax, sigmoid), so predictions equal lightgbm3's bit for bit (checked by
-//! the parity test in serveflow-train).
+//! the parity test in serveflow-train). Models whose splits are all numerical without missing
+//! values (serveflow's own) are also laid out for branch-free evaluation of eight trees at a
+//! time on f32 rows.
 
 use std::path::Path;
 
@@ -85,6 +87,172 @@ pub struct TreeModel {
     leaves: Vec<f64>,
     cat_bounds: Vec<u32>,
     cat_bits: Vec<u32>,
+    /// The same trees laid out for branch-free evaluation on f32 inputs, when every split
+    /// allows it (see [`Branchless`]).
+    branchless: Option<Branchless>,
+}
+
+/// A node of the branch-free layout: a leaf is a node that leads to itself (threshold +inf),
+/// so every tree is walked a fixed number of steps with no test for having arrived.
+#[derive(Clone, Copy, Debug)]
+struct FlatNode {
+    threshold: f32,
+    feature: u32,
+    left: u32,
+    right: u32,
+}
+
+/// Trees for branch-free evaluation, eight at a time: the walks of eight trees are
+/// independent, so the CPU overlaps their loads instead of waiting on one chain of them. Used when every
+/// split is numerical with missing-value mode None (what LightGBM writes for features that
+/// never have missing values, as serveflow's never do).
+///
+/// Exactness: LightGBM compares the f32 feature, widened, against an f64 threshold `t`; for an
+/// f32 `x`, `x as f64 <= t` holds exactly when `x <= t32`, `t32` the largest f32 not above `t`.
+/// NaN reads as 0, as LightGBM's None mode does. Scores are summed in tree order, as there.
+#[derive(Clone, Debug)]
+struct Branchless {
+    nodes: Vec<FlatNode>,
+    /// Leaf value by node index (0 for split nodes).
+    values: Vec<f64>,
+    /// Each tree's root node index.
+    roots: Vec<u32>,
+    /// Each tree's depth: steps from its root to its deepest leaf.
+    depth: Vec<u32>,
+}
+
+/// The largest f32 not above `t`.
+fn f32_at_most(t: f64) -> f32 {
+    let f = t as f32;
+    if f64::from(f) > t {
+        f.next_down()
+    } else {
+        f
+    }
+}
+
+impl Branchless {
+    /// The layout of `m`'s trees, or None if a split needs the general evaluator.
+    fn build(m: &TreeModel) -> Option<Self> {
+        if m.nodes
+            .iter()
+            .any(|n| n.decision & CATEGORICAL != 0 || (n.decision >> 2) & 3 != 0)
+            || m.max_feature >= u32::MAX as usize
+        {
+            return None;
+        }
+        let mut b = Branchless {
+            nodes: Vec::new(),
+            values: Vec::new(),
+            roots: Vec::with_capacity(m.trees.len()),
+            depth: Vec::with_capacity(m.trees.len()),
+        };
+        for (i, t) in m.trees.iter().enumerate() {
+            let leaves_end = m
+                .trees
+                .get(i + 1)
+                .map_or(m.leaves.len(), |n| n.leaf_base as usize);
+            let leaves = leaves_end - t.leaf_base as usize;
+            let inner = if t.single_leaf { 0 } else { leaves - 1 };
+            let base = b.nodes.len() as u32;
+            // Split nodes first, then one self-looping node per leaf.
+            let child = |c: i32| -> u32 {
+                if c >= 0 {
+                    base + c as u32
+                } else {
+                    base + inner as u32 + (!c) as u32
+                }
+            };
+            for n in &m.nodes[t.node_base as usize..t.node_base as usize + inner] {
+                b.nodes.push(FlatNode {
+                    threshold: f32_at_most(n.threshold),
+                    feature: n.feature,
+                    left: child(n.left),
+                    right: child(n.right),
+                });
+                b.values.push(0.0);
+            }
+            for l in 0..leaves {
+                let me = base + (inner + l) as u32;
+                b.nodes.push(FlatNode {
+                    threshold: f32::INFINITY,
+                    feature: 0,
+                    left: me,
+                    right: me,
+                });
+                b.values.push(m.leaves[t.leaf_base as usize + l]);
+            }
+            b.roots.push(base);
+            b.depth.push(depth(&m.nodes[t.node_base as usize..], inner));
+        }
+        Some(b)
+    }
+
+    /// Adds every tree's leaf value to `out[tree % k]`, in tree order. `x` must hold every
+    /// feature a split reads and no NaN (the caller checks both).
+    #[inline]
+    fn add_leaves(&self, x: &[f32], k: usize, out: &mut [f64]) {
+        let nodes = self.nodes.as_slice();
+        let step = |at: u32| -> u32 {
+            // SAFETY: `at` is a root or a child index, all of which `build` made within
+            // `nodes`; `feature` is at most the model's max_feature, below `x.len()` (checked by
+            // the caller, `predict_raw_f32`).
+            let n = unsafe { nodes.get_unchecked(at as usize) };
+            // SAFETY: see above.
+            let v = unsafe { *x.get_unchecked(n.feature as usize) };
+            if v <= n.threshold {
+                n.left
+            } else {
+                n.right
+            }
+        };
+        let trees = self.roots.len();
+        // Tree t adds to class t % k: a running index, not a division per tree.
+        let mut class = 0;
+        let mut add = |leaf: u32| {
+            out[class] += self.values[leaf as usize];
+            class += 1;
+            if class == k {
+                class = 0;
+            }
+        };
+        let mut t = 0;
+        while t + 8 <= trees {
+            let mut at: [u32; 8] = std::array::from_fn(|j| self.roots[t + j]);
+            let steps = self.depth[t..t + 8].iter().copied().max().unwrap_or(0);
+            for _ in 0..steps {
+                at = at.map(step);
+            }
+            at.into_iter().for_each(&mut add);
+            t += 8;
+        }
+        for tree in t..trees {
+            let mut at = self.roots[tree];
+            for _ in 0..self.depth[tree] {
+                at = step(at);
+            }
+            add(at);
+        }
+    }
+}
+
+/// Depth of the tree whose `inner` split nodes start `nodes` (0 for a single leaf).
+fn depth(nodes: &[Node], inner: usize) -> u32 {
+    if inner == 0 {
+        return 0;
+    }
+    let mut deepest = 0;
+    let mut stack = vec![(0i32, 1u32)];
+    while let Some((n, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        let node = &nodes[n as usize];
+        for c in [node.left, node.right] {
+            if c >= 0 {
+                stack.push((c, d + 1));
+            }
+        }
+    }
+    deepest
 }
 
 fn parse_list<T: std::str::FromStr>(
@@ -250,10 +418,12 @@ impl TreeModel {
             leaves: Vec::new(),
             cat_bounds: Vec::new(),
             cat_bits: Vec::new(),
+            branchless: None,
         };
         for t in raw {
             model.add_tree(t)?;
         }
+        model.branchless = Branchless::build(&model);
         Ok(model)
     }
 
@@ -415,8 +585,13 @@ impl TreeModel {
     pub fn predict_raw(&self, x: &[f64], out: &mut [f64]) {
         let k = self.trees_per_iteration;
         out[..k].fill(0.0);
-        for (i, tree) in self.trees.iter().enumerate() {
-            out[i % k] += self.leaf(tree, x);
+        let mut class = 0;
+        for tree in &self.trees {
+            out[class] += self.leaf(tree, x);
+            class += 1;
+            if class == k {
+                class = 0;
+            }
         }
         if self.average_output {
             let iterations = (self.trees.len() / k).max(1) as f64;
@@ -426,10 +601,56 @@ impl TreeModel {
         }
     }
 
+    /// [`Self::predict_raw`] for f32 inputs (what serveflow's features are), branch-free
+    /// when the model allows it; equal to `predict_raw` on the same values widened.
+    pub fn predict_raw_f32(&self, x: &[f32], out: &mut [f64]) {
+        let k = self.trees_per_iteration;
+        match &self.branchless {
+            // NaN reads as 0 in LightGBM's None mode: rows with one take the general path.
+            Some(b) if x.len() > self.max_feature && !x.iter().any(|v| v.is_nan()) => {
+                out[..k].fill(0.0);
+                b.add_leaves(x, k, out);
+                if self.average_output {
+                    let iterations = (self.trees.len() / k).max(1) as f64;
+                    for v in &mut out[..k] {
+                        *v /= iterations;
+                    }
+                }
+            }
+            _ => {
+                let wide: Vec<f64> = x.iter().map(|v| f64::from(*v)).collect();
+                self.predict_raw(&wide, out);
+            }
+        }
+    }
+
+    /// Whether [`Self::predict_raw_f32`] runs branch-free.
+    pub fn is_branchless(&self) -> bool {
+        self.branchless.is_some()
+    }
+
     /// Outputs after the objective's transform (class probabilities for classifiers).
     pub fn predict(&self, x: &[f64], out: &mut [f64]) {
         self.predict_raw(x, out);
+        self.transform(out, 1.0);
+    }
+
+    /// [`Self::predict`] with the raw scores divided by `temperature` first (temperature
+    /// scaling: the calibration `serveflow calibrate` fits so that confidences mean the same
+    /// on captures the model never saw). A temperature of 1 gives exactly `predict`.
+    pub fn predict_scaled(&self, x: &[f64], temperature: f64, out: &mut [f64]) {
+        self.predict_raw(x, out);
+        self.transform(out, temperature);
+    }
+
+    /// The objective's transform of raw scores `out`, divided by `temperature`, in place.
+    pub fn transform(&self, out: &mut [f64], temperature: f64) {
         let k = self.trees_per_iteration;
+        if temperature != 1.0 {
+            for v in &mut out[..k] {
+                *v /= temperature;
+            }
+        }
         match self.objective {
             Objective::Softmax => {
                 let max = out[..k].iter().copied().fold(out[0], f64::max);
@@ -565,6 +786,107 @@ end of trees
         assert_eq!(raw(&[0.0, 0.0]), [0.25 - 1.0, 0.125 + 3.0]); // category 0 not in set; zero left
         assert_eq!(raw(&[f64::NAN, f64::NAN]), [0.25 - 1.0, 0.125 + 3.0]); // categorical NaN right
         assert_eq!(raw(&[1.0, -3.0]), [0.25 - 1.0, 0.125 + 7.0]); // negative category right
+    }
+
+    /// The branch-free layout gives the general evaluator's scores bit for bit, at and
+    /// around every threshold (thresholds that are not f32 values included), NaN too.
+    #[test]
+    fn branchless_equals_the_general_evaluator() {
+        let text = "tree
+version=v4
+num_class=2
+num_tree_per_iteration=2
+label_index=0
+max_feature_idx=2
+objective=multiclass num_class:2
+
+Tree=0
+num_leaves=3
+num_cat=0
+split_feature=0 1
+threshold=0.30000000000000004 -2.5
+decision_type=2 0
+left_child=1 -1
+right_child=-3 -2
+leaf_value=0.5 -0.25 0.125
+
+Tree=1
+num_leaves=1
+num_cat=0
+leaf_value=0.75
+
+Tree=2
+num_leaves=2
+num_cat=0
+split_feature=2
+threshold=1e300
+decision_type=0
+left_child=-1
+right_child=-2
+leaf_value=1 2
+
+Tree=3
+num_leaves=4
+num_cat=0
+split_feature=2 0 1
+threshold=1.5 -1e-7 7
+decision_type=0 0 0
+left_child=1 -1 -3
+right_child=2 -2 -4
+leaf_value=1 2 3 4
+
+Tree=4
+num_leaves=2
+num_cat=0
+split_feature=1
+threshold=0
+decision_type=0
+left_child=-1
+right_child=-2
+leaf_value=-1 1
+
+Tree=5
+num_leaves=1
+num_cat=0
+leaf_value=0.0625
+
+end of trees
+";
+        let m = TreeModel::parse(text).unwrap();
+        assert!(m.is_branchless());
+        let values = [
+            f32::NAN,
+            -3.0,
+            -2.5,
+            (-2.5f32).next_up(),
+            -1e-7,
+            0.0,
+            0.3,
+            0.3f32.next_up(),
+            1.5,
+            7.0,
+            7.0f32.next_up(),
+            f32::MAX,
+        ];
+        for a in values {
+            for b in values {
+                for c in values {
+                    let x = [a, b, c];
+                    let wide = x.map(f64::from);
+                    let (mut slow, mut fast) = ([0.0; 2], [0.0; 2]);
+                    m.predict_raw(&wide, &mut slow);
+                    m.predict_raw_f32(&x, &mut fast);
+                    assert_eq!(slow.map(f64::to_bits), fast.map(f64::to_bits), "{x:?}");
+                }
+            }
+        }
+        // A model with categorical or missing-value splits keeps the general evaluator.
+        assert!(!TreeModel::parse(MODEL).unwrap().is_branchless());
+        let mut out = [0.0; 2];
+        TreeModel::parse(MODEL)
+            .unwrap()
+            .predict_raw_f32(&[1.0, 1.0], &mut out);
+        assert_eq!(out, raw(&[1.0, 1.0]));
     }
 
     #[test]

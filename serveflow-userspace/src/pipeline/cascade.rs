@@ -60,6 +60,7 @@ impl Cascade {
                 router: Router {
                     measure: e.uncertainty,
                     thresholds: e.thresholds,
+                    temperature: e.temperature,
                 },
             })
             .collect();
@@ -70,6 +71,7 @@ impl Cascade {
             router: Router {
                 measure: dir.manifest.routing.uncertainty,
                 thresholds: dir.thresholds,
+                temperature: dir.manifest.routing.temperature,
             },
         });
         let specs: Arc<[FeatureSpec]> = inline
@@ -95,9 +97,36 @@ impl Cascade {
         }
     }
 
+    /// Every stage's feature spec seen through its wait: inline stages see the packets within
+    /// `inline_wait_ns` of a flow's first, the slow stage those within `slow_wait_ns`. That is
+    /// what each stage has when its wait runs out, so the trainer, the calibration and the
+    /// workers all use these.
+    pub fn specs_within(&self, inline_wait_ns: u64, slow_wait_ns: u64) -> Arc<[FeatureSpec]> {
+        let last = self.specs.len().saturating_sub(1);
+        self.specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.within(if i < last {
+                    inline_wait_ns
+                } else {
+                    slow_wait_ns
+                })
+            })
+            .collect()
+    }
+
     /// Packets the stage at `index` waits for (the slow stage is the last index).
     pub fn packets(&self, index: usize) -> u64 {
         u64::from(self.specs.get(index).map_or(0, |s| s.packets))
+    }
+}
+
+impl InlineStage {
+    /// The stage's class probabilities for feature row `x`, at its calibrated temperature.
+    pub fn probabilities(&self, x: &[f32], out: &mut [f64]) {
+        self.model.predict_raw_f32(x, out);
+        self.model.transform(out, self.router.temperature);
     }
 }
 
@@ -142,12 +171,12 @@ impl FlowState for ServeState {
         }
     }
 
-    fn update(&mut self, ts_ns: u64, packet: &Packet<'_>, dir: Direction) {
+    fn update(&mut self, ts_ns: u64, packet: &Packet<'_>, dir: Direction, name: Option<&str>) {
         // Once decided, a flow's packets only count in the table (the kernel stops steering
         // them on the live path).
         if !self.done {
             for f in &mut self.features {
-                f.update(ts_ns, packet, dir);
+                f.update(ts_ns, packet, dir, name);
             }
         }
     }

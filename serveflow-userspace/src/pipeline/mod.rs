@@ -107,6 +107,15 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The mode's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Cascade => "cascade",
+            Mode::FastOnly => "fast-only",
+            Mode::SlowOnly => "slow-only",
+        }
+    }
+
     /// Applies the mode to a cascade's routing.
     pub fn apply(self, cascade: &mut Cascade) {
         match self {
@@ -120,6 +129,17 @@ impl Mode {
             Mode::SlowOnly => cascade.set_threshold(f64::NEG_INFINITY),
         }
     }
+}
+
+/// Default longest wait for the inline stages' packets (ms): under ServeFlow's 16 ms target,
+/// so every flow the inline stages decide is decided within it.
+pub const DEFAULT_FAST_WAIT_MS: f64 = 15.0;
+/// Default longest wait for the slow stage's packets (ms).
+pub const DEFAULT_MAX_WAIT_MS: f64 = 1000.0;
+
+/// A wait in ms as ns (negative waits are none).
+pub fn wait_ns(ms: f64) -> u64 {
+    (ms.max(0.0) * 1e6) as u64
 }
 
 /// Pipeline settings.
@@ -160,8 +180,8 @@ impl Default for PipelineConfig {
             workers: 1,
             pool: PoolConfig::default(),
             flow: FlowConfig::default(),
-            fast_wait_ms: 1000.0,
-            max_wait_ms: 1000.0,
+            fast_wait_ms: DEFAULT_FAST_WAIT_MS,
+            max_wait_ms: DEFAULT_MAX_WAIT_MS,
             speed: Speed::Virtual,
             pin: true,
             interval_ms: 1000,
@@ -265,13 +285,12 @@ where
         hook: hooks.as_ref().and_then(|make| make()),
         progress: config.progress.clone(),
     };
-    let ns = |ms: f64| (ms.max(0.0) * 1e6) as u64;
-    let waits_ns = (ns(config.fast_wait_ms), ns(config.max_wait_ms));
+    let waits_ns = (wait_ns(config.fast_wait_ms), wait_ns(config.max_wait_ms));
     let flow = FlowConfig {
         max_flows: (config.flow.max_flows / workers).max(1),
         ..config.flow
     };
-    let (handle, rx) = slow_pool::channel(&config.pool);
+    let (handle, rx) = slow_pool::channel(&config.pool, clock.is_virtual());
     let worker_cores = cores(config.cpus.as_deref(), 0, workers);
     let pool_cores = cores(config.cpus.as_deref(), workers, config.pool.threads.max(1));
     let joined = std::thread::scope(|scope| {

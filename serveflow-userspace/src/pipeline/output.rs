@@ -21,6 +21,9 @@ pub struct Clock {
     start: Instant,
     virtual_time: bool,
     source_time: bool,
+    /// Live: Unix time of `start` (ns), to turn source times (ns since `start`) into Unix time
+    /// for verdicts; captures carry Unix time already.
+    unix_origin_ns: u64,
 }
 
 impl Clock {
@@ -30,17 +33,28 @@ impl Clock {
             start: Instant::now(),
             virtual_time,
             source_time: false,
+            unix_origin_ns: 0,
         }
     }
 
     /// A live clock whose origin is the source's: packets carry arrival times measured from
     /// `start`.
     pub fn live(start: Instant) -> Self {
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
         Clock {
             start,
             virtual_time: false,
             source_time: true,
+            unix_origin_ns: unix_now.saturating_sub(start.elapsed().as_nanos() as u64),
         }
+    }
+
+    /// A packet timestamp as Unix time in µs: capture timestamps are Unix time already; live
+    /// arrival times are counted from the run's start, converted with the Unix time it began.
+    pub fn unix_us(&self, ts_ns: u64) -> u64 {
+        ts_ns.saturating_add(self.unix_origin_ns) / 1000
     }
 
     /// Wall-clock ns since the run started.
@@ -151,9 +165,15 @@ impl std::fmt::Debug for dyn VerdictHook {
 
 impl ThreadOutput {
     /// Finishes `v` (latency, truth), records and writes it. `class` is its label's index.
-    pub fn emit(&mut self, mut v: Verdict, class: usize, timing: Timing) {
+    /// Serving time is the wall time since the trigger was handled.
+    pub fn emit(&mut self, v: Verdict, class: usize, timing: Timing) {
+        let serving = self.clock.wall().saturating_sub(timing.wall_trigger);
+        self.emit_served(v, class, timing, serving);
+    }
+
+    /// [`Self::emit`] with a given serving time (ns): the virtual clock's simulated slow pool.
+    pub fn emit_served(&mut self, mut v: Verdict, class: usize, timing: Timing, serving: u64) {
         let wall = self.clock.wall();
-        let serving = wall.saturating_sub(timing.wall_trigger);
         let t_verdict = timing.t_trigger.saturating_add(serving);
         v.latency_us = t_verdict.saturating_sub(timing.t_first) as f64 / 1e3;
         v.serving_us = serving as f64 / 1e3;
@@ -181,6 +201,15 @@ mod tests {
         assert_eq!(live.flow_start(20, 10), 10, "never after it was handled");
         let wall = Clock::new(false);
         assert_eq!(wall.flow_start(5, 10), 10);
+        assert_eq!(
+            wall.unix_us(1_700_000_000_000_000_000),
+            1_700_000_000_000_000
+        );
+        let unix_us = live.unix_us(0);
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        assert!(now_us - unix_us < 5_000_000, "live times are Unix times");
         let virt = Clock::new(true);
         assert_eq!(virt.arrival(5, 10), 5);
         assert_eq!(virt.flow_start(5, virt.arrival(5, 10)), 5);

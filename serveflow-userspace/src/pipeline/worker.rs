@@ -71,7 +71,6 @@ struct Decider {
     pool: PoolHandle,
     out: ThreadOutput,
     row: Vec<f32>,
-    row64: Vec<f64>,
     probs: Vec<f64>,
     escalated: u64,
     fallback_full: u64,
@@ -106,7 +105,7 @@ impl Worker {
     ) -> Self {
         let k = cascade.classes.len();
         Worker {
-            table: FlowTable::new(flow, cascade.specs.clone()),
+            table: FlowTable::new(flow, cascade.specs_within(waits_ns.0, waits_ns.1)),
             decider: Decider {
                 cascade,
                 inline_wait_ns: waits_ns.0,
@@ -115,7 +114,6 @@ impl Worker {
                 pool,
                 out,
                 row: Vec::new(),
-                row64: Vec::new(),
                 probs: vec![0.0; k],
                 escalated: 0,
                 fallback_full: 0,
@@ -343,9 +341,7 @@ impl Decider {
             if let Some(f) = flow.state.features.get(s) {
                 f.values(&mut self.row);
             }
-            self.row64.clear();
-            self.row64.extend(self.row.iter().map(|v| f64::from(*v)));
-            stage.model.predict(&self.row64, &mut self.probs);
+            stage.probabilities(&self.row, &mut self.probs);
             let route = stage.router.route(&self.probs);
             flow.state.best = Some((route.class, route.confidence as f32, s as u8));
             if !route.escalate {
@@ -384,7 +380,7 @@ impl Decider {
             dst: ip(flow.dst),
             dport: flow.dport,
             proto: flow.proto,
-            first_seen_us: flow.first_seen_ns / 1000,
+            first_seen_us: self.out.clock.unix_us(flow.first_seen_ns),
             label: self
                 .cascade
                 .classes

@@ -90,6 +90,19 @@ fn read_name(msg: &[u8], mut at: usize) -> Option<(String, usize)> {
     None
 }
 
+/// The name a DNS message (query or response; DNS, mDNS or LLMNR) is about: its first
+/// question's, or for an answer-only message (mDNS announcements) its first answer's.
+pub fn message_name(msg: &[u8]) -> Option<String> {
+    let header = msg.get(..12)?;
+    let qd = u16::from_be_bytes([header[4], header[5]]);
+    let an = u16::from_be_bytes([header[6], header[7]]);
+    if qd == 0 && an == 0 {
+        return None;
+    }
+    let (name, _) = read_name(msg, 12)?;
+    (!name.is_empty()).then_some(name)
+}
+
 /// The question name and the A/AAAA answers (address, TTL) of a DNS response.
 pub fn parse_answers(msg: &[u8]) -> Option<(String, Vec<(IpAddr, u32)>)> {
     let header = msg.get(..12)?;
@@ -157,6 +170,27 @@ mod tests {
         assert_eq!(cache.lookup(&addr, 2_000_000_000), Some("www.example.com"));
         assert_eq!(cache.lookup(&addr, 32_000_000_000), None, "expired");
         assert_eq!(cache.responses, 1);
+    }
+
+    #[test]
+    fn message_names_of_queries_responses_and_announcements() {
+        let mut query = response(30);
+        query[2] = 0x01; // a query
+        assert_eq!(message_name(&query).as_deref(), Some("www.example.com"));
+        assert_eq!(
+            message_name(&response(30)).as_deref(),
+            Some("www.example.com")
+        );
+        let mut announce = response(30);
+        announce[5] = 0; // no question: the first answer's name is read at offset 12
+        assert_eq!(message_name(&announce).as_deref(), Some("www.example.com"));
+        let mut empty = response(30);
+        empty[5] = 0;
+        empty[7] = 0;
+        assert_eq!(message_name(&empty), None);
+        for cut in 0..query.len() {
+            let _ = message_name(&query[..cut]);
+        }
     }
 
     #[test]

@@ -1,6 +1,54 @@
-//! Server names read off the wire: TLS ClientHello SNI and the HTTP/1 `Host` header, from a
-//! flow's first client payload. Both parsers bound every read and give up (None) on anything
-//! unexpected; a ClientHello split over several TCP segments is not reassembled.
+//! Server names read off the wire from a flow's first initiator payloads: TLS ClientHello SNI,
+//! the HTTP/1 (and SSDP) `Host` header, QUIC SNI, the name a DNS/mDNS/LLMNR message asks
+//! about and a DHCP client's host name. Every parser bounds its reads and gives up (None) on
+//! anything unexpected; a ClientHello split over several TCP segments is not reassembled.
+
+use serveflow_common::proto;
+
+use super::{dns, quic};
+
+/// UDP ports whose payload is a DNS-format message: DNS, mDNS, LLMNR.
+const DNS_PORTS: [u16; 3] = [53, 5353, 5355];
+/// DHCP server and client ports.
+const DHCP_PORTS: [u16; 2] = [67, 68];
+
+/// The server name an initiator payload of a `proto` packet between `sport` and `dport`
+/// carries, if any. The one place the flow table (and so every feature) reads names from.
+pub fn server_name(proto: u8, sport: u16, dport: u16, payload: &[u8]) -> Option<String> {
+    let on = |ports: &[u16]| ports.contains(&sport) || ports.contains(&dport);
+    match proto {
+        proto::UDP if on(&DNS_PORTS) => dns::message_name(payload),
+        proto::UDP if on(&DHCP_PORTS) => dhcp_host_name(payload),
+        proto::UDP => quic::quic_sni(payload).or_else(|| http_host(payload)),
+        proto::TCP if on(&[53]) => dns::message_name(payload.get(2..)?),
+        proto::TCP => tls_sni(payload).or_else(|| http_host(payload)),
+        _ => None,
+    }
+}
+
+/// The host name option (12) of a BOOTP/DHCP message.
+pub fn dhcp_host_name(msg: &[u8]) -> Option<String> {
+    // Fixed BOOTP part (236 bytes), then the magic cookie 99.130.83.99 and the options.
+    if msg.get(236..240)? != [99, 130, 83, 99] {
+        return None;
+    }
+    let mut at = 240;
+    while let Some(&code) = msg.get(at) {
+        match code {
+            0 => at += 1,
+            255 => return None,
+            _ => {
+                let len = usize::from(*msg.get(at + 1)?);
+                let value = msg.get(at + 2..at + 2 + len)?;
+                if code == 12 {
+                    return clean_name(value);
+                }
+                at += 2 + len;
+            }
+        }
+    }
+    None
+}
 
 /// The SNI host name of a TLS ClientHello record, if `payload` starts with one.
 pub fn tls_sni(payload: &[u8]) -> Option<String> {
@@ -55,7 +103,7 @@ pub fn client_hello_sni(body: &[u8]) -> Option<String> {
 
 /// The `Host` of an HTTP/1.x request, if `payload` starts with one.
 pub fn http_host(payload: &[u8]) -> Option<String> {
-    const METHODS: [&[u8]; 9] = [
+    const METHODS: [&[u8]; 11] = [
         b"GET ",
         b"POST ",
         b"HEAD ",
@@ -65,6 +113,8 @@ pub fn http_host(payload: &[u8]) -> Option<String> {
         b"CONNECT ",
         b"PATCH ",
         b"TRACE ",
+        b"M-SEARCH ",
+        b"NOTIFY ",
     ];
     if !METHODS.iter().any(|m| payload.starts_with(m)) {
         return None;
@@ -140,6 +190,35 @@ mod tests {
             assert_eq!(tls_sni(&hello[..cut]), None, "cut at {cut}");
         }
         assert_eq!(tls_sni(b"GET / HTTP/1.1\r\n"), None);
+    }
+
+    #[test]
+    fn dhcp_host_names_and_the_dispatch_by_port() {
+        let mut msg = vec![0u8; 236];
+        msg.extend_from_slice(&[99, 130, 83, 99, 53, 1, 1, 0, 12, 6]);
+        msg.extend_from_slice(b"Gainsp");
+        msg.push(255);
+        assert_eq!(dhcp_host_name(&msg).as_deref(), Some("gainsp"));
+        assert_eq!(
+            server_name(proto::UDP, 68, 67, &msg).as_deref(),
+            Some("gainsp")
+        );
+        for cut in 0..msg.len() {
+            let _ = dhcp_host_name(&msg[..cut]);
+        }
+        msg[236] = 0;
+        assert_eq!(dhcp_host_name(&msg), None, "no magic cookie");
+        let ssdp = b"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\n\r\n";
+        assert_eq!(
+            server_name(proto::UDP, 50000, 1900, ssdp).as_deref(),
+            Some("239.255.255.250")
+        );
+        let hello = client_hello("a.example");
+        assert_eq!(
+            server_name(proto::TCP, 40000, 443, &hello).as_deref(),
+            Some("a.example")
+        );
+        assert_eq!(server_name(proto::UDP, 40000, 443, &hello), None);
     }
 
     #[test]

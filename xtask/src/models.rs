@@ -1,32 +1,19 @@
-//! `cargo xtask models`: retrains the bundled models of both tasks from `../shared/data` with
-//! `serveflow-train craft` (candidates, Pareto front, picked models) into `models/<task>/`,
-//! adds the service task's 1-packet `first` stage, then calibrates both cascades' routing
-//! thresholds with `serveflow calibrate` on the calibration half of the held-out captures: the
-//! commands the README and `models/README.md` record.
+//! `cargo xtask models`: rebuilds the bundled models of both tasks from `../shared/data`:
+//! `serveflow-train craft` (candidates for the first, fast and slow stages, their Pareto
+//! fronts, baselines, the picked stages) into `models/<task>/`, then `serveflow calibrate`
+//! (temperatures and routing thresholds on the calibration half of the held-out captures,
+//! checked on the test half), then the leave-one-source-out check of the service recipe, whose
+//! table goes into `models/README.md`: the commands the README and `models/README.md` record.
 
-use std::{io::Write as _, process::Command};
+use std::process::Command;
+
+use anyhow::Context as _;
 
 use crate::{cargo, root};
 
-/// The service task's first stage: statistics of the first packet, 4 rounds x 8 leaves (on
-/// the crafting table's Pareto front). Only its fast model is kept, so the slow model it also
-/// trains is kept tiny.
-const FIRST_STAGE: [&str; 14] = [
-    "train",
-    "--task",
-    "service",
-    "--data",
-    "../shared/data",
-    "--fast-packets",
-    "1",
-    "--fast-rounds",
-    "4",
-    "--fast-leaves",
-    "8",
-    "--epochs",
-    "1",
-    "--hidden=8,8",
-];
+/// Where the leave-one-source-out table sits in `models/README.md`.
+const LOSO_BEGIN: &str = "<!-- loso:begin (cargo xtask models writes this table) -->";
+const LOSO_END: &str = "<!-- loso:end -->";
 
 pub fn run() -> anyhow::Result<()> {
     let data = root().join("../shared/data");
@@ -54,43 +41,64 @@ pub fn run() -> anyhow::Result<()> {
             "--data",
             "../shared/data",
         ]))?;
+        let dir = format!("models/{task}");
+        crate::exec(
+            Command::new(&serveflow)
+                .current_dir(root())
+                .args([
+                    "calibrate",
+                    "--models",
+                    &dir,
+                    "--labels",
+                    "../shared/data/labels",
+                ])
+                .args(target(task))
+                .args(["--in-place", "../shared/data"]),
+        )?;
+        // The manifest calibration replaced is craft's uncalibrated one: nothing to keep.
+        let prev = root().join(&dir).join("serveflow-model.toml.prev");
+        std::fs::remove_file(&prev).with_context(|| format!("removing {}", prev.display()))?;
     }
-    let first = tempfile_dir()?;
-    crate::exec(
-        Command::new(&trainer)
-            .current_dir(root())
-            .args(FIRST_STAGE)
-            .arg("--out")
-            .arg(&first),
-    )?;
-    let service = root().join("models/service");
-    std::fs::copy(first.join("fast.txt"), service.join("first.txt"))?;
-    let mut manifest = std::fs::OpenOptions::new()
-        .append(true)
-        .open(service.join("serveflow-model.toml"))?;
-    writeln!(
-        manifest,
-        "\n[[early]]\nname = \"first\"\nmodel = \"first.txt\"\nfeatures = \"stats\"\npackets = 1\n\
-         routing = {{ uncertainty = \"least_confidence\", threshold = -1.0 }}"
-    )?;
-    for task in ["service", "device"] {
-        crate::exec(Command::new(&serveflow).current_dir(root()).args([
-            "calibrate",
-            "--models",
-            &format!("models/{task}"),
-            "--labels",
-            "../shared/data/labels/nfstream_flows.csv",
-            "--max-drop",
-            "0.005",
-            "../shared/data",
-        ]))?;
-    }
-    std::fs::remove_dir_all(&first)?;
-    Ok(())
+    crate::exec(Command::new(&trainer).current_dir(root()).args([
+        "loso",
+        "--models",
+        "models/service",
+        "--data",
+        "../shared/data",
+    ]))?;
+    loso_into_readme()
 }
 
-fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("serveflow-first-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+/// Each task's calibration target. Service: the cascade within half a point of slow-only with
+/// the fewest escalations (its inline stages are about as good as the slow one: ~2% escalate,
+/// ~98% of flows decided within 16 ms). Device: the best macro-F1 with at most 30% escalated
+/// (its slow stage is clearly better on some devices; the mix beats both stages alone on the
+/// test half, where the half-point target fitted on the calibration half escalated 1.4% and
+/// lost 2.5 points of macro-F1).
+fn target(task: &str) -> [&'static str; 2] {
+    match task {
+        "device" => ["--max-escalated", "30"],
+        _ => ["--max-drop", "0.005"],
+    }
+}
+
+/// Replaces the table between the markers of `models/README.md` with `models/service/loso.md`'s.
+fn loso_into_readme() -> anyhow::Result<()> {
+    let readme = root().join("models/README.md");
+    let text = std::fs::read_to_string(&readme)?;
+    let loso = std::fs::read_to_string(root().join("models/service/loso.md"))?;
+    let table: String = loso
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let (Some(a), Some(b)) = (text.find(LOSO_BEGIN), text.find(LOSO_END)) else {
+        anyhow::bail!(
+            "{}: no {LOSO_BEGIN} ... {LOSO_END} markers for the leave-one-source-out table",
+            readme.display()
+        );
+    };
+    let updated = format!("{}{LOSO_BEGIN}\n{table}{}", &text[..a], &text[b..]);
+    std::fs::write(&readme, updated)?;
+    Ok(())
 }

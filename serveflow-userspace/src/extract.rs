@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::{
     capture::{
-        file::CaptureError,
+        file::{CaptureError, EarlyEnd},
         merge::{FileReport, MergedCaptures},
     },
     flow::{EndReason, Flow, FlowConfig, FlowCounters, FlowState, FlowTable},
@@ -101,8 +101,10 @@ pub struct ExtractReport {
     pub skipped: BTreeMap<&'static str, u64>,
     /// Flow-table counters.
     pub flows: FlowCounters,
-    /// Files that ended early (truncated or corrupt), with the reason.
-    pub early_ends: Vec<(PathBuf, u64, String)>,
+    /// Files that ended early (truncated or corrupt), with where and why.
+    pub early_ends: Vec<(PathBuf, EarlyEnd)>,
+    /// Files with records or blocks skipped, one line each.
+    pub skipped_blocks: Vec<String>,
 }
 
 /// Reads `paths` as one timeline and calls `on_flow` for every flow as it ends, with the
@@ -157,13 +159,28 @@ pub fn extract<S: FlowState>(
             report.skipped.insert(skip.name(), skipped[skip as usize]);
         }
     }
-    report.early_ends = captures
-        .reports()
+    let files = captures.reports();
+    report.skipped_blocks = files
+        .iter()
+        .filter(|f| f.skipped_blocks > 0)
+        .map(|f| {
+            let first = f
+                .skips
+                .first()
+                .map_or(String::new(), |s| format!(" (first at {s})"));
+            format!(
+                "{}: {} blocks skipped{first}",
+                f.path.display(),
+                f.skipped_blocks
+            )
+        })
+        .collect();
+    report.early_ends = files
         .into_iter()
         .filter_map(
             |FileReport {
                  path, early_end, ..
-             }| { early_end.map(|e| (path, e.after_packets, e.reason)) },
+             }| { early_end.map(|e| (path, e)) },
         )
         .collect();
     Ok(report)

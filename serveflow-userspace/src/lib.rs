@@ -16,7 +16,7 @@
 //! - [`capture`]: packet sources; [`capture::afxdp`] receives from AF_XDP sockets.
 //! - [`parse`]: one parser for live and captured frames, same rules as the XDP program.
 //! - [`pipeline`]: the serving pipeline (workers, cascade, slow pool hand-off, latency).
-//! - [`cmd`]: the subcommands of the `serveflow` binary.
+//! - [`cmd`]: the subcommands of the `serveflow` binary; [`limits`]: the range of every option.
 
 pub mod calibrate;
 pub mod capture;
@@ -25,6 +25,7 @@ pub mod extract;
 pub mod features;
 pub mod flow;
 pub mod labels;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod parse;

@@ -163,3 +163,65 @@ fn routing_thresholds_are_checked() {
     let e = load_broken(|d| edit_manifest(d, "least_confidence", "vibes"));
     assert!(e.contains("(syntax)"), "{e}");
 }
+
+/// The cases: a `fast.txt` cut to 200 bytes (it once loaded as a model of no trees),
+/// a file cut before `end of trees`, NaN leaves, trees that do not cover the classes, a
+/// cycle between nodes, and a model path that is not a regular file.
+#[test]
+fn truncated_and_corrupt_tree_models_name_the_fix() {
+    let cut = |n: usize| {
+        move |d: &Path| {
+            let p = d.join("fast.txt");
+            let text = std::fs::read_to_string(&p).unwrap();
+            std::fs::write(&p, &text[..n]).unwrap();
+        }
+    };
+    let e = load_broken(cut(200));
+    assert!(e.contains("fast.txt: fast.model"), "{e}");
+    assert!(e.contains("no trees"), "{e}");
+    let full = std::fs::read_to_string(bundled().join("fast.txt")).unwrap();
+    let end = full.find("end of trees").unwrap();
+    let e = load_broken(cut(end - 1));
+    assert!(e.contains("cut short"), "{e}");
+
+    // Sets the first value of the first `key=` line of fast.txt.
+    let replace = |key: &'static str, value: &'static str| {
+        move |d: &Path| {
+            let p = d.join("fast.txt");
+            let text = std::fs::read_to_string(&p).unwrap();
+            let mut done = false;
+            let edited: Vec<String> = text
+                .lines()
+                .map(|l| match l.strip_prefix(key) {
+                    Some(rest) if !done => {
+                        done = true;
+                        let mut tokens: Vec<&str> = rest.split(' ').collect();
+                        tokens[0] = value;
+                        format!("{key}{}", tokens.join(" "))
+                    }
+                    _ => l.to_owned(),
+                })
+                .collect();
+            assert!(done, "{key:?} not in fast.txt");
+            std::fs::write(&p, edited.join("\n") + "\n").unwrap();
+        }
+    };
+    let e = load_broken(replace("leaf_value=", "nan"));
+    assert!(e.contains("not a finite number"), "{e}");
+    let e = load_broken(replace("num_tree_per_iteration=", "1"));
+    assert!(e.contains("do not cover the classes"), "{e}");
+    let e = load_broken(replace("left_child=", "0"));
+    assert!(e.contains("child out of range"), "{e}");
+    let e = load_broken(|d| {
+        std::fs::remove_file(d.join("fast.txt")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", d.join("fast.txt")).unwrap();
+    });
+    assert!(e.contains("not a model file"), "{e}");
+}
+
+/// `serveflow models --check` runs exactly these checks; the self-test is part of loading.
+#[test]
+fn loading_ends_with_a_self_test() {
+    let models = ModelDir::load(&bundled()).unwrap();
+    models.self_test().unwrap();
+}

@@ -2,6 +2,7 @@
 //! lacks; `demo` (the README's main job) and `test` (the README's test command) run it first.
 
 mod demo;
+mod fuzz;
 mod live_bench;
 mod models;
 mod setup;
@@ -33,6 +34,16 @@ enum Cmd {
     /// Zero-loss new flows/s through the live path on the veth test bed (a rate sweep), with
     /// the sender's own ceiling measured alone.
     LiveBench,
+    /// Coverage-guided fuzzing (cargo-fuzz, libFuzzer + ASan) of the packet parser, capture
+    /// reader, name parsers, LightGBM parser and models-directory loader.
+    Fuzz {
+        /// Minutes per target.
+        #[arg(long, default_value_t = 1.0)]
+        minutes: f64,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -43,6 +54,9 @@ fn main() -> ExitCode {
         Cmd::Test => setup::run().and_then(|()| test::run()),
         Cmd::Models => setup::run().and_then(|()| models::run()),
         Cmd::LiveBench => setup::run().and_then(|()| live_bench::run()),
+        Cmd::Fuzz { minutes, target } => {
+            setup::run().and_then(|()| fuzz::run(minutes, target.as_deref()))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

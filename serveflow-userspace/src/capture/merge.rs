@@ -7,7 +7,7 @@
 
 use std::{cmp::Reverse, collections::BinaryHeap, path::PathBuf};
 
-use crate::capture::file::{CaptureError, CaptureFile, CapturedPacket, EarlyEnd};
+use crate::capture::file::{CaptureError, CaptureFile, CapturedPacket, EarlyEnd, Skip};
 
 /// Per-file outcome, for the run's report.
 #[derive(Clone, Debug)]
@@ -18,8 +18,10 @@ pub struct FileReport {
     pub packets: u64,
     /// Set when the file ended early.
     pub early_end: Option<EarlyEnd>,
-    /// pcapng blocks skipped.
+    /// Records or blocks skipped.
     pub skipped_blocks: u64,
+    /// The first few of them, with offset and reason.
+    pub skips: Vec<Skip>,
 }
 
 /// A merged, timestamp-ordered stream of packets from several files.
@@ -63,6 +65,7 @@ impl MergedCaptures {
                 packets: f.packets(),
                 early_end: f.early_end().cloned(),
                 skipped_blocks: f.skipped_blocks(),
+                skips: f.skips().to_vec(),
             })
             .collect()
     }

@@ -4,6 +4,7 @@
 pub mod afxdp;
 pub mod amplify;
 pub mod file;
+pub mod inputs;
 pub mod live;
 pub mod merge;
 pub mod synthetic;

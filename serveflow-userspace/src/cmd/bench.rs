@@ -19,8 +19,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::{
-    capture::{amplify::Amplified, file::CapturedPacket, merge::MergedCaptures},
-    cmd::replay::capture_files,
+    capture::{amplify::Amplified, file::CapturedPacket, inputs, merge::MergedCaptures},
     flow::FlowConfig,
     labels::{FlowLabels, Split, Task},
     model::{bundled, dir::ModelDir},
@@ -47,6 +46,8 @@ pub struct BenchOptions {
     pub fast_wait_ms: f64,
     /// JSON results file.
     pub out: Option<PathBuf>,
+    /// Skip unreadable captures (listed) instead of stopping.
+    pub keep_going: bool,
 }
 
 /// One accuracy/latency row.
@@ -109,6 +110,9 @@ fn cascade(models: &Path, mode: Mode) -> anyhow::Result<Arc<Cascade>> {
 
 /// Runs the benchmark and prints its tables.
 pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
+    if let Some(path) = &opts.out {
+        crate::report::files::check_output_file(path).context("--out")?;
+    }
     let models = bundled::resolve(opts.models.as_deref(), "service")?;
     let manifest = ModelDir::load(&models)?.manifest;
     let task = Task::from_name(&manifest.task).context("the models' task has no labels")?;
@@ -119,8 +123,15 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
 
     // 1. Accuracy and latency on the test half of the held-out captures.
     let labels = FlowLabels::load(&labels_path, task)?;
-    let mut files = capture_files(std::slice::from_ref(&opts.data))?;
-    files.retain(|f| labels.path_of(f).is_some_and(|p| Split::Test.contains(&p)));
+    let mut found = inputs::find(std::slice::from_ref(&opts.data));
+    found
+        .files
+        .retain(|f| labels.path_of(f).is_some_and(|p| Split::Test.contains(&p)));
+    let inputs = found.open(opts.keep_going)?;
+    for s in &inputs.skipped {
+        writeln!(out, "skipped input: {s}")?;
+    }
+    let files = inputs.files;
     let truth = Arc::new(Truth::new(labels, &files, manifest.classes.clone()));
     let mut latency = Vec::new();
     writeln!(
@@ -199,7 +210,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     }
 
     // 2. Service rate on amplified nDPI captures.
-    let ndpi = capture_files(&[opts.data.join("ndpi/pcap")])?;
+    let ndpi = inputs::resolve(&[opts.data.join("ndpi/pcap")], opts.keep_going)?.files;
     let base: Vec<CapturedPacket> = MergedCaptures::open(&ndpi)?.collect();
     let base_flows = base
         .iter()

@@ -17,7 +17,7 @@ use crate::{
         answers, calibrate, ece, evaluate, fit_temperature, routed, Answers, Calibration, Outcome,
         Target, MIN_SUPPORT,
     },
-    cmd::replay::capture_files,
+    capture::inputs,
     labels::{FlowLabels, Split, Task},
     model::dir::{ModelDir, MANIFEST},
     pipeline::{cascade::Cascade, wait_ns},
@@ -56,6 +56,8 @@ pub struct CalibrateOptions {
     pub waits_ms: (f64, f64),
     /// Where the result goes.
     pub output: Output,
+    /// Skip unreadable inputs (listed in the result) instead of stopping.
+    pub keep_going: bool,
 }
 
 /// One split's view of the calibrated cascade.
@@ -92,7 +94,24 @@ pub fn run(opts: &CalibrateOptions) -> anyhow::Result<()> {
     let task = Task::from_name(&models.manifest.task)
         .with_context(|| format!("task {:?} has no label join", models.manifest.task))?;
     let labels = FlowLabels::load(&opts.labels, task)?;
-    let all = capture_files(&opts.inputs)?;
+    let mut found = inputs::find(&opts.inputs);
+    let wanted = |f: &PathBuf| {
+        labels
+            .path_of(f)
+            .is_some_and(|p| opts.split.contains(&p) || opts.check.is_some_and(|c| c.contains(&p)))
+    };
+    found.files.retain(|f| wanted(f));
+    if found.files.is_empty() {
+        anyhow::bail!(
+            "no input is a labeled capture of split {}",
+            opts.split.name()
+        );
+    }
+    let inputs = found.open(opts.keep_going)?;
+    for s in &inputs.skipped {
+        log::warn!("skipping unreadable input: {s}");
+    }
+    let all = &inputs.files;
     let of = |split: Split| -> Vec<PathBuf> {
         all.iter()
             .filter(|f| labels.path_of(f).is_some_and(|p| split.contains(&p)))
@@ -164,6 +183,9 @@ pub fn run(opts: &CalibrateOptions) -> anyhow::Result<()> {
     }
     let out = &mut std::io::stdout().lock();
     print(out, &c, &names, &temperatures, &results, &thin)?;
+    for s in &inputs.skipped {
+        writeln!(out, "skipped input: {s}")?;
+    }
     let Some(dir) = target_dir else {
         return Ok(());
     };
@@ -206,6 +228,7 @@ pub fn run(opts: &CalibrateOptions) -> anyhow::Result<()> {
         "waits_ms": { "inline": opts.waits_ms.0, "slow": opts.waits_ms.1 },
         "temperatures": temperatures,
         "classes_below_support_floor": thin,
+        "skipped_inputs": inputs.skipped,
         "calibration": c,
         "splits": results,
     });

@@ -8,6 +8,8 @@ use std::{
 use anyhow::Context as _;
 
 use crate::{
+    capture::inputs,
+    cmd::replay::counts,
     extract::{extract, FlowRecord},
     features::{FeatureSpec, FeatureState},
     flow::FlowConfig,
@@ -45,6 +47,8 @@ pub struct ExtractOptions {
     pub counters: Option<PathBuf>,
     /// Interval of the periodic counters.
     pub interval_ms: u64,
+    /// Skip unreadable inputs (listed at the end) instead of stopping.
+    pub keep_going: bool,
 }
 
 const CSV_HEADER: &str = "src,sport,dst,dport,proto,first_seen_us,last_seen_us,packets,bytes,src2dst_packets,end,service,server_name";
@@ -84,8 +88,9 @@ fn csv_row(r: &FlowRecord) -> String {
 
 /// Runs the extraction and writes the rows; the report goes to stderr.
 pub fn run(opts: &ExtractOptions) -> anyhow::Result<()> {
+    let inputs = inputs::resolve(&opts.captures, opts.keep_going)?;
     if opts.profile {
-        return run_profile(opts);
+        return run_profile(opts, &inputs.files);
     }
     let sink: Box<dyn Write> = match &opts.out {
         Some(path) => Box::new(
@@ -116,7 +121,7 @@ pub fn run(opts: &ExtractOptions) -> anyhow::Result<()> {
         None => None,
     };
     let report = extract::<FeatureState>(
-        &opts.captures,
+        &inputs.files,
         opts.flow,
         opts.features,
         &mut services,
@@ -170,21 +175,30 @@ pub fn run(opts: &ExtractOptions) -> anyhow::Result<()> {
         report.flows.flushed
     );
     if !report.skipped.is_empty() {
-        eprintln!("serveflow: packets skipped: {:?}", report.skipped);
-    }
-    for (path, after, reason) in &report.early_ends {
         eprintln!(
-            "serveflow: warning: {} ends early after {after} packets ({reason}); flows read so far kept",
+            "serveflow: packets skipped: {}",
+            counts(report.skipped.iter().map(|(k, v)| (*k, *v)))
+        );
+    }
+    for (path, end) in &report.early_ends {
+        eprintln!(
+            "serveflow: warning: {} {end}; flows read so far kept",
             path.display()
         );
+    }
+    for line in &report.skipped_blocks {
+        eprintln!("serveflow: warning: {line}");
+    }
+    for s in &inputs.skipped {
+        eprintln!("serveflow: skipped input: {s}");
     }
     Ok(())
 }
 
 /// `--profile`: the cost of each feature set over the captures (held in memory so disk reads
 /// do not count), as a Markdown table on stdout or in `--out`.
-fn run_profile(opts: &ExtractOptions) -> anyhow::Result<()> {
-    let packets: Vec<_> = crate::capture::merge::MergedCaptures::open(&opts.captures)?.collect();
+fn run_profile(opts: &ExtractOptions, files: &[PathBuf]) -> anyhow::Result<()> {
+    let packets: Vec<_> = crate::capture::merge::MergedCaptures::open(files)?.collect();
     let n = opts.features.packets;
     let spec = |s: &str| -> anyhow::Result<Option<FeatureSpec>> {
         let parsed: FeatureSpec = s.parse()?;

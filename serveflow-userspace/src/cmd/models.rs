@@ -138,7 +138,7 @@ fn describe(models: &ModelDir, out: &mut impl std::io::Write) -> std::io::Result
     )?;
     let routing = |r: &crate::model::dir::RoutingConfig| {
         format!(
-            "escalate when {} uncertainty > {} ({} per-class thresholds), temperature {}",
+            "escalate when {} uncertainty > {} ({} per-class thresholds), temperature {:.3}",
             serde_json::to_value(r.uncertainty)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
@@ -179,6 +179,46 @@ fn describe(models: &ModelDir, out: &mut impl std::io::Write) -> std::io::Result
         m.slow.packets,
         models.slow.model.features()
     )
+}
+
+/// `serveflow models --check DIR`: loads `dir` with every check serving makes (manifest,
+/// model files, self-test inference per stage) and reports; true when it can serve.
+pub fn check(dir: &Path, json: bool) -> anyhow::Result<bool> {
+    let result = ModelDir::load(dir);
+    let mut out = std::io::stdout().lock();
+    if json {
+        let value = match &result {
+            Ok(m) => serde_json::json!({
+                "dir": dir.display().to_string(),
+                "ok": true,
+                "task": m.manifest.task,
+                "classes": m.manifest.classes.len(),
+                "stages": m.early.iter().map(|e| e.name.clone())
+                    .chain(["fast".to_owned(), "slow".to_owned()]).collect::<Vec<_>>(),
+            }),
+            Err(e) => serde_json::json!({
+                "dir": dir.display().to_string(),
+                "ok": false,
+                "file": e.path,
+                "field": e.field,
+                "problem": e.problem,
+            }),
+        };
+        writeln!(out, "{value}")?;
+    } else {
+        match &result {
+            Ok(m) => writeln!(
+                out,
+                "ok: {}: task {}, {} classes, {} stages; every stage passed its self-test",
+                dir.display(),
+                m.manifest.task,
+                m.manifest.classes.len(),
+                m.early.len() + 2
+            )?,
+            Err(e) => writeln!(out, "not servable: {e}")?,
+        }
+    }
+    Ok(result.is_ok())
 }
 
 /// Runs `serveflow models`.

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use serde_json::json;
 
 use crate::{
-    capture::{file::CaptureFile, merge::MergedCaptures},
+    capture::{inputs, merge::MergedCaptures},
     labels::{FlowLabels, Split, Task},
     model::{bundled, dir::ModelDir},
     pipeline::{self, cascade::Cascade, output::Truth, Feed, Input, PipelineConfig, RunResult},
@@ -42,60 +42,19 @@ pub struct ReplayOptions {
     pub mode: pipeline::Mode,
     /// Global routing threshold overriding the models directory's.
     pub threshold: Option<f64>,
-}
-
-/// The capture files under `inputs`: files as given, folders searched recursively for
-/// `.pcap`, `.pcapng` and `.cap`, sorted.
-pub fn capture_files(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.path());
-        for e in entries {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out)?;
-            } else if matches!(
-                p.extension().and_then(|x| x.to_str()),
-                Some("pcap" | "pcapng" | "cap")
-            ) {
-                out.push(p);
-            }
-        }
-        Ok(())
-    }
-    let mut files = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            walk(input, &mut files).with_context(|| format!("reading {}", input.display()))?;
-        } else {
-            files.push(input.clone());
-        }
-    }
-    if files.is_empty() {
-        anyhow::bail!("no capture files (.pcap, .pcapng, .cap) in {inputs:?}");
-    }
-    Ok(files)
-}
-
-/// The input files that open, and a line for each one that does not.
-fn readable(files: Vec<PathBuf>) -> (Vec<PathBuf>, Vec<String>) {
-    let mut ok = Vec::new();
-    let mut bad = Vec::new();
-    for f in files {
-        match CaptureFile::open(&f) {
-            Ok(_) => ok.push(f),
-            Err(e) => bad.push(format!("{e}")),
-        }
-    }
-    (ok, bad)
+    /// Skip unreadable inputs (listed in the summary) instead of stopping.
+    pub keep_going: bool,
 }
 
 /// Loads the models, the labels and the inputs, runs the pipeline, writes the report.
 pub fn run(opts: &ReplayOptions) -> anyhow::Result<()> {
+    if let Some(report) = &opts.report {
+        files::prepare(report).context("--report")?;
+    }
     let dir = bundled::resolve(opts.models.as_deref(), &opts.task)?;
     let models = ModelDir::load(&dir)?;
     let manifest = models.manifest.clone();
-    let mut files = capture_files(&opts.inputs)?;
+    let mut found = inputs::find(&opts.inputs);
     let labels = match &opts.labels {
         Some(path) => {
             let task = Task::from_name(&manifest.task).with_context(|| {
@@ -113,24 +72,22 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<()> {
         let labels = labels
             .as_ref()
             .context("--split picks files by their path in the label file: give --labels")?;
-        files.retain(|f| labels.path_of(f).is_some_and(|p| opts.split.contains(&p)));
-        if files.is_empty() {
+        found
+            .files
+            .retain(|f| labels.path_of(f).is_some_and(|p| opts.split.contains(&p)));
+        if found.files.is_empty() {
             anyhow::bail!(
-                "--split {:?}: none of the inputs is in that split of the label file",
-                opts.split
+                "--split {}: none of the inputs is in that split of the label file",
+                opts.split.name()
             );
         }
     }
-    let (files, unreadable) = readable(files);
-    for u in &unreadable {
-        log::warn!("skipping unreadable capture: {u}");
+    let inputs = found.open(opts.keep_going)?;
+    for u in &inputs.skipped {
+        log::warn!("skipping unreadable input: {u}");
     }
-    if files.is_empty() {
-        anyhow::bail!(
-            "none of the {} capture files could be read",
-            unreadable.len()
-        );
-    }
+    let files = inputs.files.clone();
+    let unreadable = inputs.skipped_lines();
     let truth = labels.map(|l| {
         let t = Truth::new(l, &files, manifest.classes.clone());
         if t.unmatched_inputs() > 0 {
@@ -167,17 +124,36 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<()> {
     let early: Vec<String> = file_reports
         .iter()
         .filter_map(|r| {
-            r.early_end.as_ref().map(|e| {
-                format!(
-                    "{}: ended after {} packets: {}",
-                    r.path.display(),
-                    e.after_packets,
-                    e.reason
-                )
-            })
+            r.early_end
+                .as_ref()
+                .map(|e| format!("{}: {e}", r.path.display()))
         })
         .collect();
-    let summary = summary_json(&result, &files, &unreadable, &early, &dir);
+    let skipped_blocks: Vec<String> = file_reports
+        .iter()
+        .filter(|r| r.skipped_blocks > 0)
+        .map(|r| {
+            let first = r
+                .skips
+                .first()
+                .map_or(String::new(), |s| format!(" (first at {s})"));
+            format!(
+                "{}: {} blocks skipped{first}",
+                r.path.display(),
+                r.skipped_blocks
+            )
+        })
+        .collect();
+    let summary = summary_json(
+        &result,
+        &files,
+        &CaptureIssues {
+            unreadable: &unreadable,
+            ended_early: &early,
+            skipped_blocks: &skipped_blocks,
+        },
+        &dir,
+    );
     let stderr = &mut std::io::stderr().lock();
     print_summary(&result, &summary, stderr)?;
     if let Some(report) = &opts.report {
@@ -191,12 +167,22 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What went wrong with the inputs, one line each.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CaptureIssues<'a> {
+    /// Inputs skipped as unreadable (`--keep-going`).
+    pub unreadable: &'a [String],
+    /// Files that ended before their data did.
+    pub ended_early: &'a [String],
+    /// Files with records or blocks skipped.
+    pub skipped_blocks: &'a [String],
+}
+
 /// The run's summary (also `summary.json`).
 pub fn summary_json(
     r: &RunResult,
     files: &[PathBuf],
-    unreadable: &[String],
-    early: &[String],
+    issues: &CaptureIssues<'_>,
     models: &Path,
 ) -> serde_json::Value {
     let flows_in = r.flows_in();
@@ -213,8 +199,9 @@ pub fn summary_json(
     json!({
         "models": models.display().to_string(),
         "captures": files.len(),
-        "unreadable_captures": unreadable,
-        "captures_ended_early": early,
+        "unreadable_captures": issues.unreadable,
+        "captures_ended_early": issues.ended_early,
+        "captures_with_skipped_blocks": issues.skipped_blocks,
         "packets": packets,
         "flow_packets": sum(|w| w.flow_packets),
         "skipped_packets": skipped,
@@ -257,12 +244,12 @@ pub fn print_summary(
     )?;
     writeln!(
         out,
-        "stages:    fast {} | slow {} | fallback {} | escalated {:.1}% | triggers {:?}",
+        "stages:    fast {} | slow {} | fallback {} | escalated {:.1}% | triggers {}",
         res.verdicts.get("fast").unwrap_or(&0),
         res.verdicts.get("slow").unwrap_or(&0),
         res.verdicts.get("fallback").unwrap_or(&0),
         res.escalated_percent,
-        res.triggers
+        counts(res.triggers.iter().map(|(k, v)| (k.as_str(), *v)))
     )?;
     if let Some(e2e) = res.latency_ms.get("e2e") {
         writeln!(
@@ -278,13 +265,41 @@ pub fn print_summary(
             sc.accuracy, sc.macro_f1, sc.flows
         )?;
     }
+    let skipped = s["skipped_packets"]
+        .as_object()
+        .map(|m| counts(m.iter().map(|(k, v)| (k.as_str(), v.as_u64().unwrap_or(0)))))
+        .unwrap_or_default();
     writeln!(
         out,
-        "packets:   {} read, {} skipped {}",
+        "packets:   {} read, {} skipped{}",
         s["packets"],
         s["packets"].as_u64().unwrap_or(0) - s["flow_packets"].as_u64().unwrap_or(0),
-        s["skipped_packets"]
-    )
+        if skipped.is_empty() {
+            String::new()
+        } else {
+            format!(" ({skipped})")
+        }
+    )?;
+    for (key, label) in [
+        ("unreadable_captures", "skipped input"),
+        ("captures_ended_early", "ended early"),
+        ("captures_with_skipped_blocks", "skipped blocks"),
+    ] {
+        for line in s[key].as_array().into_iter().flatten() {
+            writeln!(out, "inputs:    {label}: {}", line.as_str().unwrap_or(""))?;
+        }
+    }
+    Ok(())
+}
+
+/// `name n, name n` for a human line (`none` when empty).
+pub fn counts<'a>(pairs: impl Iterator<Item = (&'a str, u64)>) -> String {
+    let parts: Vec<String> = pairs.map(|(k, v)| format!("{k} {v}")).collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 fn effective_config(

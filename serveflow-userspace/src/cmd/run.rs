@@ -231,9 +231,28 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
             .context("installing the SIGINT/SIGTERM handler")?;
     }
 
-    // Models and outputs first: a bad models directory fails before anything is attached.
+    // Outputs and models first: a bad path or models directory fails before anything is
+    // attached.
+    if let Some(report) = &opts.report {
+        files::prepare(report).context("--report")?;
+    }
+    if let Some(summary) = &opts.summary {
+        files::check_output_file(summary).context("--summary")?;
+    }
     let dir = bundled::resolve(opts.models.as_deref(), &opts.task)?;
     let cascade = Arc::new(Cascade::from_models(ModelDir::load(&dir)?));
+    // Every stage keeps its own feature state per flow, plus the table's own record.
+    let per_flow: usize = 256
+        + cascade
+            .specs
+            .iter()
+            .map(|s| s.state_bytes_bound())
+            .sum::<usize>();
+    crate::limits::check_memory(
+        &format!("--max-flows {}", opts.pipeline.flow.max_flows),
+        (opts.pipeline.flow.max_flows as u64).saturating_mul(per_flow as u64),
+    )
+    .map_err(anyhow::Error::msg)?;
     let verdicts = VerdictOutput::to_path(opts.out.as_deref()).with_context(|| {
         format!(
             "creating {}",
@@ -253,12 +272,22 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         None => Vec::new(),
     };
 
+    // The interface's queues bound --queues: a socket on a queue it lacks cannot bind.
+    let rx_queues = system::interface(&opts.interface)?.rx_queues;
+    if let Some(q) = opts.queues.filter(|q| *q > rx_queues) {
+        anyhow::bail!(
+            "--queues {q}: {} has {rx_queues} RX queue{} (at most {rx_queues}; see `ethtool -l {}`)",
+            opts.interface,
+            if rx_queues == 1 { "" } else { "s" },
+            opts.interface
+        );
+    }
     let mut program = XdpProgram::attach(&opts.interface, opts.mode, opts.flow_map_entries)?;
     for a in &actions {
         program.set_class_action(a.class, a.action, a.mark)?;
     }
     let iface = program.interface().clone();
-    let queues = opts.queues.unwrap_or(iface.rx_queues).max(1);
+    let queues = opts.queues.unwrap_or(iface.rx_queues);
     let mut sockets = Vec::with_capacity(queues as usize);
     for queue in 0..queues {
         let socket = XskReceiver::open(&iface, queue).with_context(|| {
@@ -435,7 +464,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     let mut counts = userspace_counts(&result);
     counts.by_queue = sockets.iter().map(XskReceiver::received).collect();
     counts.kernel_timestamps = kernel_timestamps;
-    let serving = replay::summary_json(&result, &[], &[], &[], &dir);
+    let serving = replay::summary_json(&result, &[], &replay::CaptureIssues::default(), &dir);
     let mut summary = summarize(
         &mut program,
         &sockets,
@@ -668,7 +697,10 @@ fn print_summary(s: &RunSummary) {
         s.socket_drops.total()
     );
     if !s.afxdp.skipped.is_empty() {
-        eprintln!("serveflow: userspace parser skipped: {:?}", s.afxdp.skipped);
+        eprintln!(
+            "serveflow: userspace parser skipped: {}",
+            replay::counts(s.afxdp.skipped.iter().map(|(k, v)| (*k, *v)))
+        );
     }
 }
 

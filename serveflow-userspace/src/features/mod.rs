@@ -226,6 +226,26 @@ impl FeatureSpec {
             + self.nprint.map_or(0, |o| o.bits_per_packet() * packets)
     }
 
+    /// An upper bound of the memory one flow's feature state takes (bytes), for sizing flow
+    /// tables against the machine's memory before a run.
+    pub fn state_bytes_bound(&self) -> usize {
+        let packets = self.packets as usize;
+        std::mem::size_of::<FeatureState>()
+            + self.nprint.map_or(0, |_| {
+                packets
+                    * (std::mem::size_of::<HeaderSnapshot>()
+                        + headers::IPV4_MAX.max(headers::IPV6_LEN)
+                        + headers::TCP_MAX)
+            })
+            + usize::from(self.seq) * packets * 16
+            + if self.bytes > 0 {
+                32 + 2 * usize::from(self.bytes)
+            } else {
+                0
+            }
+            + if self.name > 0 { 256 } else { 0 }
+    }
+
     /// The same features seen only within `horizon_ns` of the first packet.
     pub fn within(self, horizon_ns: u64) -> Self {
         FeatureSpec { horizon_ns, ..self }

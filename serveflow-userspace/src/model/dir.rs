@@ -45,7 +45,7 @@ use crate::{
     features::FeatureSpec,
     model::{
         onnx::{OutputKind, SlowModel},
-        tree::TreeModel,
+        tree::{Objective, TreeModel},
     },
 };
 
@@ -269,7 +269,7 @@ impl ModelDir {
             manifest.slow.output.unwrap_or(OutputKind::Probabilities),
         )
         .map_err(|e| fail(&sp, "slow.model", e.to_string()))?;
-        Ok(ModelDir {
+        let models = ModelDir {
             dir: dir.to_owned(),
             fast: Stage {
                 model: fast,
@@ -282,7 +282,77 @@ impl ModelDir {
             thresholds,
             early,
             manifest,
-        })
+        };
+        models.self_test()?;
+        Ok(models)
+    }
+
+    /// Runs every stage once on a built-in row (all zeros: every feature set's values are
+    /// defined there) and checks it gives one finite probability per class that add up to
+    /// one; a model that loads but cannot classify fails here, at start-up, not per flow.
+    pub fn self_test(&self) -> Result<(), ModelDirError> {
+        let classes = self.manifest.classes.len();
+        // One-vs-rest sigmoids give a probability per class that need not add up to one.
+        let check = |file: &Path, field: &str, p: &[f64], sums_to_one: bool| {
+            let sum: f64 = p.iter().sum();
+            if p.len() != classes
+                || p.iter().any(|v| !(0.0..=1.0).contains(v))
+                || (sums_to_one && (sum - 1.0).abs() > 1e-3)
+            {
+                return Err(fail(
+                    &self.dir.join(file).display().to_string(),
+                    field,
+                    format!(
+                        "self-test: a row of zeros gave {} outputs summing to {sum} (expected {classes} probabilities summing to 1): the model is corrupt or not a classifier; retrain",
+                        p.len()
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        let trees = self
+            .early
+            .iter()
+            .zip(&self.manifest.early)
+            .enumerate()
+            .map(|(i, (e, c))| (&e.stage, &c.model, format!("early[{i}].model")))
+            .chain([(
+                &self.fast,
+                &self.manifest.fast.model,
+                "fast.model".to_owned(),
+            )]);
+        for (stage, file, field) in trees {
+            let objective = stage.model.objective();
+            if objective == Objective::Identity {
+                return Err(fail(
+                    &self.dir.join(file).display().to_string(),
+                    &field,
+                    "the model's objective is not a classifier (multiclass or binary): retrain"
+                        .into(),
+                ));
+            }
+            let mut p = vec![0.0; stage.model.num_outputs()];
+            stage
+                .model
+                .predict(&vec![0.0; stage.features.width()], &mut p);
+            check(file, &field, &p, objective == Objective::Softmax)?;
+        }
+        let slow_file = &self.manifest.slow.model;
+        let slow_fail = |e: String| {
+            fail(
+                &self.dir.join(slow_file).display().to_string(),
+                "slow.model",
+                format!("self-test: {e}"),
+            )
+        };
+        let model = &self.slow.model;
+        let mut state = model.state().map_err(|e| slow_fail(e.to_string()))?;
+        let mut out = Vec::new();
+        model
+            .predict_batch(&mut state, &vec![0.0; model.features()], &mut out)
+            .map_err(|e| slow_fail(e.to_string()))?;
+        let p: Vec<f64> = out.iter().map(|v| f64::from(*v)).collect();
+        check(slow_file, "slow.model", &p, true)
     }
 
     /// Writes the manifest back (after calibration changed its thresholds).

@@ -188,9 +188,17 @@ impl SlowModel {
         model
             .set_input_fact(0, f32::fact([TDim::from(batch), TDim::from(read)]).into())
             .map_err(load)?;
-        let typed = model.into_typed().map_err(|e| SlowModelError::Shape {
-            path: p.clone(),
-            reason: format!("input [N, {read}] does not fit the model: {e:#}"),
+        let typed = model.into_typed().map_err(|e| {
+            // tract's unification message names internal nodes; the operator needs the widths.
+            log::debug!("{p}: tract: {e:#}");
+            SlowModelError::Shape {
+                path: p.clone(),
+                reason: format!(
+                    "the model does not take rows of {read} values, which the manifest's slow \
+                     feature set gives: retrain the slow model for that feature set, or fix \
+                     slow.features / slow.packets in the manifest"
+                ),
+            }
         })?;
         let out_fact = typed.output_fact(0).map_err(load)?;
         let last = out_fact.shape.last().and_then(|d| d.to_usize().ok());

@@ -51,6 +51,12 @@ const CATEGORICAL: u8 = 1;
 const DEFAULT_LEFT: u8 = 2;
 const MISSING_ZERO: u8 = 1;
 const MISSING_NAN: u8 = 2;
+/// Most input features a model may read (nPrint's 1024 bits x 64 packets, with room).
+pub const MAX_FEATURES: usize = 1 << 17;
+/// Most outputs (classes) a model may have.
+pub const MAX_OUTPUTS: usize = serveflow_common::MAX_CLASSES;
+/// Largest model file read (a bundled one is well under 1 MiB).
+pub const MAX_FILE_BYTES: u64 = 256 << 20;
 /// LightGBM's kZeroThreshold (a float literal, widened).
 const ZERO_THRESHOLD: f64 = 1e-35f32 as f64;
 
@@ -291,10 +297,21 @@ struct RawTree {
 impl TreeModel {
     /// Loads a LightGBM text model file.
     pub fn load(path: &Path) -> Result<Self, TreeModelError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TreeModelError::Read {
+        let read = |source| TreeModelError::Read {
             path: path.display().to_string(),
             source,
-        })?;
+        };
+        let meta = std::fs::metadata(path).map_err(read)?;
+        if !meta.is_file() || meta.len() > MAX_FILE_BYTES {
+            return Err(read(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "not a model file (a regular file of at most {} MiB)",
+                    MAX_FILE_BYTES >> 20
+                ),
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(read)?;
         Self::parse(&text)
     }
 
@@ -310,14 +327,18 @@ impl TreeModel {
         let mut raw: Vec<RawTree> = Vec::new();
         let mut in_tree = false;
         let mut seen_header = false;
+        let mut seen_end = false;
+        let mut lines = 0;
         for (i, line) in text.lines().enumerate() {
             let n = i + 1;
+            lines = n;
             let line = line.trim();
             if line == "tree" {
                 seen_header = true;
                 continue;
             }
             if line == "end of trees" {
+                seen_end = true;
                 break;
             }
             if line.is_empty() {
@@ -397,6 +418,38 @@ impl TreeModel {
             trees_per_iteration.ok_or_else(|| err(1, "num_tree_per_iteration missing".into()))?;
         let max_feature: usize =
             max_feature.ok_or_else(|| err(1, "max_feature_idx missing".into()))?;
+        if raw.is_empty() {
+            return Err(err(
+                lines,
+                "the model has no trees (the file is cut short, or training produced none): retrain".into(),
+            ));
+        }
+        if !seen_end {
+            return Err(err(
+                lines,
+                "no `end of trees` line: the file is cut short; copy or retrain it".into(),
+            ));
+        }
+        if max_feature >= MAX_FEATURES {
+            return Err(err(
+                1,
+                format!(
+                    "max_feature_idx {max_feature}: at most {MAX_FEATURES} features are supported"
+                ),
+            ));
+        }
+        let outputs_ok = match objective {
+            Objective::Softmax => trees_per_iteration == num_class,
+            _ => trees_per_iteration == num_class || (trees_per_iteration == 1 && num_class <= 2),
+        };
+        if num_class == 0 || num_class > MAX_OUTPUTS || !outputs_ok {
+            return Err(err(
+                1,
+                format!(
+                    "num_class={num_class} with num_tree_per_iteration={trees_per_iteration}: the trees do not cover the classes (1..={MAX_OUTPUTS} classes, one tree per class per iteration)"
+                ),
+            ));
+        }
         if trees_per_iteration == 0 || !raw.len().is_multiple_of(trees_per_iteration) {
             return Err(err(
                 1,
@@ -437,6 +490,19 @@ impl TreeModel {
                 t.leaf_value.len()
             )));
         }
+        if let Some(v) = t.leaf_value.iter().find(|v| !v.is_finite()) {
+            return Err(bad(format!(
+                "leaf value {v} is not a finite number: the model is corrupt; retrain"
+            )));
+        }
+        if t.threshold.iter().any(|v| v.is_nan()) {
+            return Err(bad(
+                "a split threshold is NaN: the model is corrupt; retrain".into(),
+            ));
+        }
+        if t.cat_boundaries.windows(2).any(|w| w[0] > w[1]) {
+            return Err(bad("cat_boundaries go backwards".into()));
+        }
         let inner = t.num_leaves - 1;
         let tree = TreeRef {
             node_base: self.nodes.len() as u32,
@@ -456,9 +522,11 @@ impl TreeModel {
                     return Err(bad(format!("{name} has {len} values, expected {inner}")));
                 }
             }
-            let child_ok = |c: i64| {
+            // LightGBM numbers a node's inner children after it, so requiring that rules out
+            // cycles (a walk that never reaches a leaf).
+            let child_ok = |parent: usize, c: i64| {
                 if c >= 0 {
-                    (c as usize) < inner
+                    (c as usize) < inner && c as usize > parent
                 } else {
                     ((!c) as usize) < t.num_leaves
                 }
@@ -470,13 +538,13 @@ impl TreeModel {
                         "split on feature {feature}, beyond max_feature_idx"
                     )));
                 }
-                if !child_ok(t.left_child[i]) || !child_ok(t.right_child[i]) {
+                if !child_ok(i, t.left_child[i]) || !child_ok(i, t.right_child[i]) {
                     return Err(bad(format!("node {i} has a child out of range")));
                 }
                 let decision = t.decision_type[i] as u8;
                 if decision & CATEGORICAL != 0 {
                     let idx = t.threshold[i] as usize;
-                    if idx + 1 >= t.cat_boundaries.len() {
+                    if t.num_cat == 0 || idx >= t.num_cat || idx + 1 >= t.cat_boundaries.len() {
                         return Err(bad(format!(
                             "node {i}: categorical split {idx} has no bitset"
                         )));
@@ -715,6 +783,40 @@ fn parse_objective(value: &str) -> Objective {
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly on purpose")]
     use super::*;
+
+    /// Regression (fuzz `lightgbm_text`, crash-2dd30c78): a categorical split in a tree whose
+    /// `num_cat` line is missing indexed an empty bitset table and panicked while predicting.
+    #[test]
+    fn categorical_split_without_categories_is_an_error() {
+        let broken = MODEL.replacen("num_cat=1", "num_a=ct1", 1);
+        let e = TreeModel::parse(&broken).unwrap_err().to_string();
+        assert!(e.contains("categorical split 0 has no bitset"), "{e}");
+    }
+
+    /// Cut files, empty models and trees that do not cover the classes are errors, not
+    /// models that load and give one class to every flow.
+    #[test]
+    fn integrity_of_the_text_model() {
+        let cut = &MODEL[..MODEL.find("end of trees").unwrap()];
+        assert!(TreeModel::parse(cut)
+            .unwrap_err()
+            .to_string()
+            .contains("cut short"));
+        let header = &MODEL[..MODEL.find("Tree=0").unwrap()];
+        assert!(TreeModel::parse(header)
+            .unwrap_err()
+            .to_string()
+            .contains("no trees"));
+        let one = MODEL.replacen("num_tree_per_iteration=2", "num_tree_per_iteration=1", 1);
+        let e = TreeModel::parse(&one).unwrap_err().to_string();
+        assert!(e.contains("do not cover the classes"), "{e}");
+        let nan = MODEL.replacen("leaf_value=0.125", "leaf_value=nan", 1);
+        let e = TreeModel::parse(&nan).unwrap_err().to_string();
+        assert!(e.contains("not a finite number"), "{e}");
+        let cycle = MODEL.replacen("left_child=-1", "left_child=0", 1);
+        let e = TreeModel::parse(&cycle).unwrap_err().to_string();
+        assert!(e.contains("child out of range"), "{e}");
+    }
 
     /// Two iterations of a 2-class softmax model written by hand: tree 0 splits feature 0 at
     /// 1.5 (missing NaN goes left), tree 1 is a single leaf; then a categorical split on

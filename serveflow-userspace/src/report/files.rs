@@ -30,6 +30,44 @@ fn fail(path: &Path, reason: impl std::fmt::Display) -> ReportError {
     }
 }
 
+/// Makes sure the report directory `dir` can be written, before the run: creates it and a
+/// probe file in it, so a bad path fails in one line at start-up rather than after the work.
+pub fn prepare(dir: &Path) -> Result<(), ReportError> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(fail(
+            dir,
+            "exists and is not a directory: name a directory for the report",
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| fail(dir, format!("cannot create it: {e}")))?;
+    let probe = dir.join(".serveflow-write-test");
+    std::fs::write(&probe, b"").map_err(|e| fail(dir, format!("cannot write in it: {e}")))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Makes sure an output file can be created at `path` (its folder exists and it is not a
+/// directory), before the work that fills it.
+pub fn check_output_file(path: &Path) -> Result<(), ReportError> {
+    if path == Path::new("-") {
+        return Ok(());
+    }
+    if path.is_dir() {
+        return Err(fail(path, "is a directory: name a file"));
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(fail(
+            path,
+            format!("folder {} does not exist", parent.display()),
+        ));
+    }
+    Ok(())
+}
+
 /// HdrHistogram's percentile distribution text (`outputPercentileDistribution`, 5 ticks per
 /// half distance) of a histogram of nanoseconds, in milliseconds.
 pub fn hgrm(h: &Histogram<u64>) -> String {

@@ -66,6 +66,9 @@ fn read_name(msg: &[u8], mut at: usize) -> Option<(String, usize)> {
         let len = *msg.get(at)?;
         match len {
             0 => {
+                if name.len() > 255 || name.chars().any(char::is_control) {
+                    return None;
+                }
                 return Some((name.to_ascii_lowercase(), end.unwrap_or(at + 1)));
             }
             l if l & 0xc0 == 0xc0 => {
@@ -78,6 +81,11 @@ fn read_name(msg: &[u8], mut at: usize) -> Option<(String, usize)> {
             }
             l if l & 0xc0 == 0 => {
                 let label = msg.get(at + 1..at + 1 + usize::from(l))?;
+                // Names end up in features, CSV rows and logs: a label with control bytes is
+                // not a name (mDNS instance names may hold spaces and UTF-8, so no stricter).
+                if label.iter().any(|b| b.is_ascii_control()) {
+                    return None;
+                }
                 if !name.is_empty() {
                     name.push('.');
                 }
@@ -141,6 +149,21 @@ pub fn parse_answers(msg: &[u8]) -> Option<(String, Vec<(IpAddr, u32)>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (fuzz `name_parsers`, crash-e69f8394): a DNS-over-TCP payload whose name
+    /// labels hold control bytes gave the name "\u{1}\0g.\0", which then reached features
+    /// and CSV rows. Such labels are not a name.
+    #[test]
+    fn names_with_control_bytes_are_not_names() {
+        let mut msg = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        msg.extend_from_slice(&[2, 1, 0, 2, b'g', 0, 0, 0, 1, 0, 1]);
+        assert_eq!(message_name(&msg), None);
+        let mut ok = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        ok.extend_from_slice(&[
+            7, b'M', b'y', b' ', b'd', b'e', b'v', b'x', 5, b'l', b'o', b'c', b'a', b'l', 0,
+        ]);
+        assert_eq!(message_name(&ok).as_deref(), Some("my devx.local"));
+    }
 
     /// A response to `www.example.com` with a CNAME (compressed) and an A record.
     fn response(ttl: u32) -> Vec<u8> {

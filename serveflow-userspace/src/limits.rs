@@ -1,0 +1,186 @@
+//! The range of every numeric option, checked when the command line is parsed, so a value
+//! that cannot run is refused in one line (option, value, range, why) before any work, and
+//! nothing is silently clamped: what a report records is what ran.
+//!
+//! Thread counts are bounded by the cores present (x4: oversubscription beyond that only
+//! costs memory and context switches), packet counts by the deepest a stage may wait for,
+//! kernel map sizes by what the kernel's hash map accepts, and table sizes by the memory
+//! they would take against what the machine has available.
+
+use std::ops::RangeInclusive;
+
+/// The deepest packet count a stage may use (the manifest's limit too).
+pub const MAX_PACKETS: u32 = 64;
+/// Most entries of the kernel's LRU hash maps: the kernel rounds `max_entries` up to a power
+/// of two buckets and refuses (E2BIG) more than 2^31 / 8 of them.
+pub const MAX_MAP_ENTRIES: u64 = 1 << 28;
+/// Kernel bytes per flow-map entry plus verdict-map entry: two hash elements (about 48 bytes
+/// of kernel bookkeeping each) with a 40-byte key, a 32-byte stats value and an 8-byte class.
+pub const MAP_BYTES_PER_ENTRY: u64 = 2 * 48 + 2 * 40 + 32 + 8;
+/// Most flows the userspace tables may be sized for.
+pub const MAX_FLOWS: u64 = 1 << 28;
+/// Largest slow-pool queue (flows).
+pub const MAX_QUEUE: u64 = 1 << 22;
+/// Largest slow-pool batch.
+pub const MAX_BATCH: u64 = 4096;
+/// Longest any wait or timeout may be, in milliseconds (one day).
+pub const MAX_WAIT_MS: f64 = 86_400_000.0;
+
+/// CPUs this process may run on.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// Most threads of one kind: the cores present x 4.
+pub fn max_threads() -> u64 {
+    cores() as u64 * 4
+}
+
+/// `MemAvailable` from /proc/meminfo, bytes (None where it cannot be read).
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// A size that would take more than half the available memory, as a one-line refusal.
+pub fn check_memory(what: &str, bytes: u64) -> Result<(), String> {
+    match available_memory() {
+        Some(avail) if bytes > avail / 2 => Err(format!(
+            "{what} would need about {} but {} is available (at most half may be used); \
+             lower it",
+            human_bytes(bytes),
+            human_bytes(avail)
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Bytes in binary units, one decimal.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// A clap value parser for an integer option in `range`; `why` says where the bound comes
+/// from, and goes into the error.
+pub fn int<T>(
+    range: RangeInclusive<u64>,
+    why: &'static str,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: TryFrom<u64>,
+{
+    move |text: &str| {
+        let value: u64 = text
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not a whole number"))?;
+        if !range.contains(&value) {
+            return Err(format!(
+                "{value} is outside {}..={} ({why})",
+                range.start(),
+                range.end()
+            ));
+        }
+        T::try_from(value).map_err(|_| format!("{value} does not fit"))
+    }
+}
+
+/// A clap value parser for a real option in `range` (finite values only).
+pub fn real(
+    range: RangeInclusive<f64>,
+    why: &'static str,
+) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
+    move |text: &str| {
+        let value: f64 = text
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not a number"))?;
+        if !value.is_finite() || !range.contains(&value) {
+            return Err(format!(
+                "{value} is outside {}..={} ({why})",
+                range.start(),
+                range.end()
+            ));
+        }
+        Ok(value)
+    }
+}
+
+/// Worker and slow-pool thread counts: 1..=cores x 4.
+pub fn threads(text: &str) -> Result<usize, String> {
+    let max = max_threads();
+    let value: u64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number"))?;
+    if value == 0 || value > max {
+        return Err(format!(
+            "{value} is outside 1..={max} (at most 4 threads per core; this machine has {} cores)",
+            cores()
+        ));
+    }
+    Ok(value as usize)
+}
+
+/// `--flow-map-entries`: 1..=2^28, and both kernel maps must fit in memory.
+pub fn map_entries(text: &str) -> Result<u32, String> {
+    let value: u32 = int(1..=MAX_MAP_ENTRIES, "the kernel's hash-map limit")(text)?;
+    check_memory(
+        &format!("{value} entries of the kernel's flow and verdict maps"),
+        u64::from(value) * MAP_BYTES_PER_ENTRY,
+    )?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly on purpose")]
+    use super::*;
+
+    #[test]
+    fn refusals_name_the_value_and_the_range() {
+        let packets = int::<u32>(1..=u64::from(MAX_PACKETS), "the deepest a stage may wait");
+        assert_eq!(packets("5"), Ok(5));
+        let e = packets("0").unwrap_err();
+        assert!(e.contains("0 is outside 1..=64"), "{e}");
+        assert!(packets("100000").unwrap_err().contains("deepest"));
+        assert!(packets("-3").unwrap_err().contains("not a whole number"));
+
+        let e = threads("100000").unwrap_err();
+        assert!(e.contains("cores"), "{e}");
+        assert!(threads("0").is_err());
+        assert_eq!(threads("1"), Ok(1));
+
+        let e = map_entries("4000000000").unwrap_err();
+        assert!(e.contains("268435456"), "{e}");
+        assert_eq!(map_entries("1024"), Ok(1024));
+
+        let wait = real(0.0..=MAX_WAIT_MS, "one day");
+        assert!(wait("NaN").is_err());
+        assert!(wait("inf").is_err());
+        assert!(wait("-1").is_err());
+        assert_eq!(wait("15"), Ok(15.0));
+    }
+
+    #[test]
+    fn memory_refusal_says_how_much() {
+        let e = check_memory("a test table", u64::MAX / 2).unwrap_err();
+        assert!(e.contains("a test table would need about"), "{e}");
+        assert!(check_memory("a small table", 1024).is_ok());
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(12), "12 B");
+    }
+}

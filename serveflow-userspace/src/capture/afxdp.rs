@@ -23,6 +23,8 @@ const FRAMES: u32 = 16384;
 /// Bytes per frame: half a page (the smallest aligned-mode size), enough for a standard-MTU
 /// frame; 32 MiB of UMEM per socket.
 const FRAME_SIZE: u32 = 2048;
+/// UMEM bytes each socket maps (and locks).
+pub const UMEM_BYTES: u64 = FRAMES as u64 * FRAME_SIZE as u64;
 /// Descriptors taken from the RX ring per call.
 const BATCH: u32 = 64;
 

@@ -282,6 +282,12 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
             opts.interface
         );
     }
+    let sockets_wanted = u64::from(opts.queues.unwrap_or(rx_queues));
+    crate::limits::check_memory(
+        &format!("the AF_XDP UMEM of {sockets_wanted} sockets"),
+        sockets_wanted * crate::capture::afxdp::UMEM_BYTES,
+    )
+    .map_err(anyhow::Error::msg)?;
     let mut program = XdpProgram::attach(&opts.interface, opts.mode, opts.flow_map_entries)?;
     for a in &actions {
         program.set_class_action(a.class, a.action, a.mark)?;

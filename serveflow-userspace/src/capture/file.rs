@@ -500,6 +500,15 @@ impl<R: Read + Seek> CaptureReader<R> {
                 continue;
             }
             let read = self.offset - start;
+            // A section header's fixed fields alone take 16 bytes after the type and length.
+            let least = if raw_type == PCAPNG_SHB { 28 } else { 12 };
+            if len < least {
+                self.resync(
+                    start,
+                    &format!("block length {len} is too short for its type"),
+                )?;
+                continue;
+            }
             let body_len = len as usize - read as usize;
             let mut body = std::mem::take(&mut self.scratch);
             body.resize(body_len, 0);
@@ -999,6 +1008,29 @@ mod tests {
         let packets = drain(&mut r);
         assert_eq!(packets.len(), 1);
         assert_eq!((packets[0].ts_ns, packets[0].link), (7_000, LinkType::Raw));
+    }
+
+    /// Regression (fuzz `capture_reader`, crash-4bf3cef6): a section header whose length
+    /// field says 12 made the body length underflow. Now the block is skipped as too short.
+    #[test]
+    fn section_header_shorter_than_its_fields_is_skipped() {
+        let mut bytes = shb();
+        bytes.extend(idb(101, &[]));
+        let at = bytes.len() as u64;
+        let mut short = shb();
+        short[4..8].copy_from_slice(&12u32.to_le_bytes());
+        bytes.extend_from_slice(&short[..12]);
+        bytes.extend(epb(0, 1, &[0x45, 1]));
+        let mut r = read_bytes(bytes);
+        let packets = drain(&mut r);
+        assert!(
+            r.skips()
+                .iter()
+                .any(|s| s.offset == at && s.reason.contains("too short")),
+            "{:?}",
+            r.skips()
+        );
+        assert!(packets.len() <= 1);
     }
 
     #[test]

@@ -267,6 +267,7 @@ pub fn print_summary(
     }
     let skipped = s["skipped_packets"]
         .as_object()
+        .filter(|m| !m.is_empty())
         .map(|m| counts(m.iter().map(|(k, v)| (k.as_str(), v.as_u64().unwrap_or(0)))))
         .unwrap_or_default();
     writeln!(

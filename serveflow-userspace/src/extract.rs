@@ -160,21 +160,7 @@ pub fn extract<S: FlowState>(
         }
     }
     let files = captures.reports();
-    report.skipped_blocks = files
-        .iter()
-        .filter(|f| f.skipped_blocks > 0)
-        .map(|f| {
-            let first = f
-                .skips
-                .first()
-                .map_or(String::new(), |s| format!(" (first at {s})"));
-            format!(
-                "{}: {} blocks skipped{first}",
-                f.path.display(),
-                f.skipped_blocks
-            )
-        })
-        .collect();
+    report.skipped_blocks = files.iter().filter_map(|f| f.skipped_line()).collect();
     report.early_ends = files
         .into_iter()
         .filter_map(

@@ -12,10 +12,11 @@ use std::ops::RangeInclusive;
 /// The deepest packet count a stage may use (the manifest's limit too).
 pub const MAX_PACKETS: u32 = 64;
 /// Most entries of the kernel's LRU hash maps: the kernel rounds `max_entries` up to a power
-/// of two buckets and refuses (E2BIG) more than 2^31 / 8 of them.
+/// of two of 16-byte buckets and refuses (E2BIG) a bucket table beyond 4 GiB, i.e. beyond
+/// 2^28 entries (4e9 entries gave E2BIG here).
 pub const MAX_MAP_ENTRIES: u64 = 1 << 28;
-/// Kernel bytes per flow-map entry plus verdict-map entry: two hash elements (about 48 bytes
-/// of kernel bookkeeping each) with a 40-byte key, a 32-byte stats value and an 8-byte class.
+/// Kernel bytes per flow-map entry plus verdict-map entry, estimated (not measured): two
+/// hash elements (about 48 bytes of kernel bookkeeping each) with a 40-byte key, a 32-byte stats value and an 8-byte class.
 pub const MAP_BYTES_PER_ENTRY: u64 = 2 * 48 + 2 * 40 + 32 + 8;
 /// Most flows the userspace tables may be sized for.
 pub const MAX_FLOWS: u64 = 1 << 28;

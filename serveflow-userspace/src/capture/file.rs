@@ -8,7 +8,7 @@
 //! block, with its offset and reason kept for the summary. Classic pcap has no framing to
 //! resynchronise on, so an impossible record ends that file, again with offset and reason.
 //! It also reads straight from a 64 KiB buffer, without the per-file 8 MiB zeroed buffer
-//! the crate it replaced allocated (a quarter of the replay time of small captures).
+//! the crate it replaced allocated.
 
 use std::{
     fs::File,

@@ -24,6 +24,30 @@ pub struct FileReport {
     pub skips: Vec<Skip>,
 }
 
+impl FileReport {
+    /// The summary line for a file that ended before its data did.
+    pub fn early_end_line(&self) -> Option<String> {
+        let e = self.early_end.as_ref()?;
+        Some(format!("{}: {e}", self.path.display()))
+    }
+
+    /// The summary line for a file with records or blocks skipped, naming the first.
+    pub fn skipped_line(&self) -> Option<String> {
+        if self.skipped_blocks == 0 {
+            return None;
+        }
+        let first = self
+            .skips
+            .first()
+            .map_or(String::new(), |s| format!(" (first at {s})"));
+        Some(format!(
+            "{}: {} blocks skipped{first}",
+            self.path.display(),
+            self.skipped_blocks
+        ))
+    }
+}
+
 /// A merged, timestamp-ordered stream of packets from several files.
 pub struct MergedCaptures {
     files: Vec<CaptureFile>,

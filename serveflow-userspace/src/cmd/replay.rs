@@ -123,26 +123,11 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<()> {
     let file_reports = captures.reports();
     let early: Vec<String> = file_reports
         .iter()
-        .filter_map(|r| {
-            r.early_end
-                .as_ref()
-                .map(|e| format!("{}: {e}", r.path.display()))
-        })
+        .filter_map(|r| r.early_end_line())
         .collect();
     let skipped_blocks: Vec<String> = file_reports
         .iter()
-        .filter(|r| r.skipped_blocks > 0)
-        .map(|r| {
-            let first = r
-                .skips
-                .first()
-                .map_or(String::new(), |s| format!(" (first at {s})"));
-            format!(
-                "{}: {} blocks skipped{first}",
-                r.path.display(),
-                r.skipped_blocks
-            )
-        })
+        .filter_map(|r| r.skipped_line())
         .collect();
     let summary = summary_json(
         &result,

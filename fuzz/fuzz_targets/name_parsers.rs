@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use serveflow::services::{dns, names, quic};
+use serveflow::services::{dns, names, quic, tls};
 
 fn check(parser: &str, name: Option<String>) {
     if let Some(n) = name {
@@ -13,8 +13,8 @@ fn check(parser: &str, name: Option<String>) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    check("tls_sni", names::tls_sni(data));
-    check("client_hello_sni", names::client_hello_sni(data));
+    check("tls_sni", tls::tls_sni(data));
+    check("client_hello_sni", tls::client_hello_sni(data));
     check("http_host", names::http_host(data));
     check("dhcp_host_name", names::dhcp_host_name(data));
     check("quic_sni", quic::quic_sni(data));

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use serveflow::{capture::LinkType, parse};
+use serveflow::{frame::LinkType, parse};
 
 const LINKS: [u32; 14] = [
     0, 1, 9, 12, 101, 104, 105, 108, 113, 127, 192, 228, 229, 276,

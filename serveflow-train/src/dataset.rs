@@ -21,7 +21,7 @@ use std::{
 };
 
 use serveflow::{
-    extract::{extract, ip},
+    extract::extract,
     features::{FeatureSpec, FeatureState},
     flow::{Direction, FlowConfig, FlowState},
     labels::{FlowLabels, LabelKey},
@@ -338,11 +338,7 @@ fn read_file(data: &Path, file: &str, labels: &FlowLabels) -> FileResult {
             r.flows += 1;
             let key = LabelKey {
                 path: file.to_owned(),
-                src: ip(flow.src),
-                sport: flow.sport,
-                dst: ip(flow.dst),
-                dport: flow.dport,
-                proto: flow.proto,
+                flow: flow.id(),
             };
             if let Some(label) = labels.get(&key) {
                 r.examples.push(Example {

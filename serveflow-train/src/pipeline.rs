@@ -15,10 +15,11 @@ use serde::Serialize;
 use serveflow::{
     features::FeatureSpec,
     model::{
-        dir::{EarlyConfig, Manifest, ModelDir, RoutingConfig, StageConfig, Uncertainty, MANIFEST},
+        dir::{EarlyConfig, Manifest, ModelDir, RoutingConfig, StageConfig, MANIFEST},
         onnx::{OutputKind, SlowModel},
     },
     pipeline::{wait_ns, DEFAULT_FAST_WAIT_MS, DEFAULT_MAX_WAIT_MS},
+    router::Uncertainty,
 };
 
 use crate::{

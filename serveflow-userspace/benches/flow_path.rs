@@ -10,9 +10,10 @@ use std::{hint::black_box, path::PathBuf};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serveflow::{
-    capture::{file::CapturedPacket, merge::MergedCaptures, synthetic},
+    capture::{merge::MergedCaptures, synthetic},
     features::{FeatureSpec, FeatureState},
     flow::{FlowConfig, FlowState, FlowTable},
+    frame::CapturedPacket,
     parse,
 };
 

@@ -17,13 +17,12 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::{
-    extract::{extract, ip},
+    extract::extract,
     flow::FlowConfig,
     labels::{class_of, FlowLabels, LabelKey},
-    model::dir::uncertainty,
     pipeline::cascade::{Cascade, ServeState},
     report::scores,
-    router::argmax,
+    router::{argmax, uncertainty},
     services::ServiceMap,
 };
 
@@ -174,11 +173,7 @@ pub fn answers(
             |flow, _, _| {
                 let key = LabelKey {
                     path: path.clone(),
-                    src: ip(flow.src),
-                    sport: flow.sport,
-                    dst: ip(flow.dst),
-                    dport: flow.dport,
-                    proto: flow.proto,
+                    flow: flow.id(),
                 };
                 let Some(truth) = labels.get(&key).and_then(|l| class_of(l, &classes)) else {
                     return;

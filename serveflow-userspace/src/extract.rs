@@ -3,7 +3,7 @@
 //! The same parser and flow table as the live path, so a flow extracted here for training is
 //! the flow the appliance would see live.
 
-use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
+use std::{collections::BTreeMap, path::PathBuf};
 
 use serde::Serialize;
 
@@ -12,7 +12,7 @@ use crate::{
         file::{CaptureError, EarlyEnd},
         merge::{FileReport, MergedCaptures},
     },
-    flow::{EndReason, Flow, FlowConfig, FlowCounters, FlowState, FlowTable},
+    flow::{ip, EndReason, Flow, FlowConfig, FlowCounters, FlowId, FlowState, FlowTable},
     parse::{self, Skip},
     periodic::PeriodicExport,
     services::{ServiceMap, ServiceSource},
@@ -22,16 +22,9 @@ use serveflow_common::proto;
 /// One extracted flow.
 #[derive(Clone, Debug, Serialize)]
 pub struct FlowRecord {
-    /// Initiator address.
-    pub src: IpAddr,
-    /// Initiator port.
-    pub sport: u16,
-    /// Responder address.
-    pub dst: IpAddr,
-    /// Responder port.
-    pub dport: u16,
-    /// IP protocol (6 TCP, 17 UDP).
-    pub proto: u8,
+    /// The flow's 5-tuple.
+    #[serde(flatten)]
+    pub flow: FlowId,
     /// First packet, µs since the epoch.
     pub first_seen_us: u64,
     /// Last packet, µs since the epoch.
@@ -52,15 +45,6 @@ pub struct FlowRecord {
     pub service_source: Option<ServiceSource>,
 }
 
-/// Turns a stored address back into an `IpAddr` (IPv4-mapped addresses become IPv4).
-pub fn ip(addr: [u8; 16]) -> IpAddr {
-    let v6 = std::net::Ipv6Addr::from(addr);
-    match v6.to_ipv4_mapped() {
-        Some(v4) => IpAddr::V4(v4),
-        None => IpAddr::V6(v6),
-    }
-}
-
 impl FlowRecord {
     /// The record of an ended flow, its service looked up in `services`.
     pub fn new<S>(flow: &Flow<S>, end: EndReason, services: &ServiceMap) -> Self {
@@ -75,11 +59,7 @@ impl FlowRecord {
                 .unwrap_or_default(),
             server_name: name.unwrap_or_default().to_owned(),
             service_source: source,
-            src: ip(flow.src),
-            sport: flow.sport,
-            dst: ip(flow.dst),
-            dport: flow.dport,
-            proto: flow.proto,
+            flow: flow.id(),
             first_seen_us: flow.first_seen_ns / 1000,
             last_seen_us: flow.last_seen_ns / 1000,
             packets: flow.packets,

@@ -10,9 +10,10 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    net::IpAddr,
     path::{Path, PathBuf},
 };
+
+use crate::flow::FlowId;
 
 /// Which labels to learn or score.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -90,16 +91,8 @@ pub enum LabelError {
 pub struct LabelKey {
     /// Capture path as written in the label file.
     pub path: String,
-    /// Initiator address.
-    pub src: IpAddr,
-    /// Initiator port.
-    pub sport: u16,
-    /// Responder address.
-    pub dst: IpAddr,
-    /// Responder port.
-    pub dport: u16,
-    /// 6 or 17.
-    pub proto: u8,
+    /// The flow's 5-tuple.
+    pub flow: FlowId,
 }
 
 /// Labels of one task, by flow.
@@ -282,11 +275,13 @@ impl FlowLabels {
             };
             let key = LabelKey {
                 path: row[path].clone(),
-                src: s,
-                sport: sp,
-                dst: d,
-                dport: dp,
-                proto: proto_n,
+                flow: FlowId {
+                    src: s,
+                    sport: sp,
+                    dst: d,
+                    dport: dp,
+                    proto: proto_n,
+                },
             };
             by_flow.entry(key).or_insert(label);
         }
@@ -440,11 +435,13 @@ mod tests {
         assert_eq!(labels.malformed_rows, 1);
         let key = LabelKey {
             path: "ndpi/pcap/a.pcap".into(),
-            src: "10.0.0.1".parse().unwrap(),
-            sport: 1000,
-            dst: "10.0.0.2".parse().unwrap(),
-            dport: 53,
-            proto: 17,
+            flow: FlowId {
+                src: "10.0.0.1".parse().unwrap(),
+                sport: 1000,
+                dst: "10.0.0.2".parse().unwrap(),
+                dport: 53,
+                proto: 17,
+            },
         };
         assert_eq!(labels.get(&key), Some("Google"));
         assert_eq!(
@@ -477,11 +474,13 @@ mod tests {
         assert_eq!(labels.malformed_rows, 1);
         let key = |path: &str| LabelKey {
             path: path.into(),
-            src: "10.0.0.1".parse().unwrap(),
-            sport: 1000,
-            dst: "10.0.0.2".parse().unwrap(),
-            dport: 53,
-            proto: 17,
+            flow: FlowId {
+                src: "10.0.0.1".parse().unwrap(),
+                sport: 1000,
+                dst: "10.0.0.2".parse().unwrap(),
+                dport: 53,
+                proto: 17,
+            },
         };
         assert_eq!(labels.get(&key("a.pcap")), Some("Google"));
         assert_eq!(

@@ -14,12 +14,12 @@ use serveflow::{
         replay::ReplayOptions,
         run::{RssMode, RunOptions},
     },
+    config::PoolConfig,
     features::FeatureSpec,
     flow::FlowConfig,
     labels::Split,
     limits,
     pipeline::{Mode, PipelineConfig, Speed},
-    slow_pool::PoolConfig,
     xdp::AttachMode,
 };
 

@@ -7,7 +7,7 @@
 
 use serveflow_common::{flow_key::ipv4_mapped, proto, FlowKey, XdpCounter};
 
-use crate::capture::LinkType;
+use crate::frame::LinkType;
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IPV4: u16 = 0x0800;

@@ -5,13 +5,12 @@
 //! the same capture always cut at the same instants. A flow that ends mid-interval reports its
 //! last partial interval when it ends.
 
-use std::{collections::BTreeMap, io::Write, net::IpAddr};
+use std::{collections::BTreeMap, io::Write};
 
 use serde::Serialize;
 
 use crate::{
-    extract::ip,
-    flow::{Flow, FlowState, FlowTable, IntervalCounts},
+    flow::{ip, Flow, FlowId, FlowState, FlowTable, IntervalCounts},
     services::ServiceMap,
 };
 
@@ -19,11 +18,8 @@ use crate::{
 struct FlowRow<'a> {
     kind: &'static str,
     interval_start_us: u64,
-    src: IpAddr,
-    sport: u16,
-    dst: IpAddr,
-    dport: u16,
-    proto: u8,
+    #[serde(flatten)]
+    flow: FlowId,
     service: &'a str,
     #[serde(flatten)]
     counts: IntervalCounts,
@@ -91,11 +87,7 @@ impl PeriodicExport {
         self.write(&FlowRow {
             kind: "flow",
             interval_start_us: start / 1000,
-            src: ip(flow.src),
-            sport: flow.sport,
-            dst: ip(flow.dst),
-            dport: flow.dport,
-            proto: flow.proto,
+            flow: flow.id(),
             service: &service,
             counts,
         });

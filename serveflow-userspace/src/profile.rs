@@ -7,9 +7,9 @@ use std::{hint::black_box, time::Instant};
 use serde::Serialize;
 
 use crate::{
-    capture::file::CapturedPacket,
     features::{FeatureSpec, FeatureState},
     flow::{Flow, FlowConfig, FlowState, FlowTable},
+    frame::CapturedPacket,
     parse,
 };
 

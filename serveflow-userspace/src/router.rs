@@ -2,7 +2,19 @@
 //! the flow goes on to the next stage. Uncertainty is least-confidence, margin or entropy
 //! (see [`uncertainty`]); the threshold is global or per predicted class.
 
-use crate::model::dir::{uncertainty, Uncertainty};
+use serde::{Deserialize, Serialize};
+
+/// How uncertain a prediction is, from its class probabilities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Uncertainty {
+    /// 1 - max p.
+    LeastConfidence,
+    /// 1 - (p1 - p2), the top two.
+    Margin,
+    /// Shannon entropy divided by ln(classes), in [0, 1].
+    Entropy,
+}
 
 /// A stage's answer for one flow.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -52,6 +64,27 @@ impl Router {
     }
 }
 
+/// The uncertainty of a probability vector under `measure`, in [0, 1].
+pub fn uncertainty(measure: Uncertainty, p: &[f64]) -> f64 {
+    let (mut first, mut second) = (0.0f64, 0.0f64);
+    for &v in p {
+        if v > first {
+            second = first;
+            first = v;
+        } else if v > second {
+            second = v;
+        }
+    }
+    match measure {
+        Uncertainty::LeastConfidence => 1.0 - first,
+        Uncertainty::Margin => 1.0 - (first - second),
+        Uncertainty::Entropy => {
+            let h: f64 = p.iter().filter(|v| **v > 0.0).map(|v| -v * v.ln()).sum();
+            h / (p.len().max(2) as f64).ln()
+        }
+    }
+}
+
 /// Index and value of the largest probability (the first on ties; 0 for an empty slice).
 pub fn argmax(p: &[f64]) -> (usize, f64) {
     let mut best = (0, f64::NEG_INFINITY);
@@ -66,6 +99,24 @@ pub fn argmax(p: &[f64]) -> (usize, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uncertainty_measures() {
+        let sure = [1.0, 0.0, 0.0];
+        let torn = [0.5, 0.5, 0.0];
+        let flat = [1.0 / 3.0; 3];
+        for m in [
+            Uncertainty::LeastConfidence,
+            Uncertainty::Margin,
+            Uncertainty::Entropy,
+        ] {
+            assert!(uncertainty(m, &sure).abs() < 1e-12, "{m:?}");
+            assert!(uncertainty(m, &torn) > uncertainty(m, &sure));
+        }
+        assert!((uncertainty(Uncertainty::Margin, &torn) - 1.0).abs() < 1e-12);
+        assert!((uncertainty(Uncertainty::Entropy, &flat) - 1.0).abs() < 1e-12);
+        assert!((uncertainty(Uncertainty::LeastConfidence, &torn) - 0.5).abs() < 1e-12);
+    }
 
     #[test]
     fn global_and_per_class_thresholds() {

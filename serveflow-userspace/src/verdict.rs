@@ -6,11 +6,13 @@
 
 use std::{
     io::Write,
-    net::IpAddr,
     sync::{Arc, Mutex},
 };
 
 use serde::Serialize;
+use serveflow_common::FlowKey;
+
+use crate::flow::FlowId;
 
 /// Which part of the pipeline gave the verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -40,16 +42,13 @@ pub enum Trigger {
 /// One flow's verdict.
 #[derive(Clone, Debug, Serialize)]
 pub struct Verdict {
-    /// Initiator address.
-    pub src: IpAddr,
-    /// Initiator port.
-    pub sport: u16,
-    /// Responder address.
-    pub dst: IpAddr,
-    /// Responder port.
-    pub dport: u16,
-    /// 6 or 17.
-    pub proto: u8,
+    /// The flow's 5-tuple.
+    #[serde(flatten)]
+    pub flow: FlowId,
+    /// The flow's normalised key as the kernel's maps hold it (the verdict hook writes it
+    /// without a round trip through addresses).
+    #[serde(skip)]
+    pub key: FlowKey,
     /// First packet's timestamp, µs since the Unix epoch (capture or arrival time).
     pub first_seen_us: u64,
     /// Predicted class.
@@ -80,7 +79,7 @@ pub struct Verdict {
 /// Something told of every verdict by the thread that made it (the live path writes the
 /// kernel's verdict map so the flow stops being steered).
 pub trait VerdictHook: Send {
-    /// `v` was decided as class index `class`.
+    /// `v` was decided as class index `class` (`v.key` is the flow's kernel key).
     fn decided(&mut self, v: &Verdict, class: usize);
 }
 
@@ -205,11 +204,14 @@ impl Drop for VerdictBuffer {
 impl Verdict {
     pub(crate) fn sample() -> Verdict {
         Verdict {
-            src: std::net::IpAddr::from([10, 0, 0, 1]),
-            sport: 1,
-            dst: std::net::IpAddr::from([10, 0, 0, 2]),
-            dport: 2,
-            proto: 6,
+            flow: FlowId {
+                src: std::net::IpAddr::from([10, 0, 0, 1]),
+                sport: 1,
+                dst: std::net::IpAddr::from([10, 0, 0, 2]),
+                dport: 2,
+                proto: 6,
+            },
+            key: FlowKey::default(),
             first_seen_us: 0,
             label: "a".into(),
             confidence: 0.9,
@@ -248,9 +250,12 @@ mod tests {
         let sink = Shared::default();
         let out = VerdictOutput::new(Box::new(sink.clone()));
         let v = Verdict {
-            sport: 1000,
-            dst: "2001:db8::1".parse().unwrap(),
-            dport: 443,
+            flow: FlowId {
+                sport: 1000,
+                dst: "2001:db8::1".parse().unwrap(),
+                dport: 443,
+                ..Verdict::sample().flow
+            },
             first_seen_us: 1,
             label: "TLS".into(),
             packets: 2,

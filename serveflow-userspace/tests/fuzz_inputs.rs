@@ -11,9 +11,10 @@ use std::io::Write as _;
 
 use proptest::prelude::*;
 use serveflow::{
-    capture::{file::CaptureFile, LinkType},
+    capture::file::CaptureFile,
+    frame::LinkType,
     parse,
-    services::{dns, names},
+    services::{dns, names, tls},
 };
 
 const LINKS: [u32; 14] = [
@@ -38,7 +39,7 @@ proptest! {
 
     #[test]
     fn name_parsers_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
-        let _ = names::tls_sni(&bytes);
+        let _ = tls::tls_sni(&bytes);
         let _ = names::http_host(&bytes);
         let _ = dns::parse_answers(&bytes);
         let _ = dns::message_name(&bytes);
@@ -52,7 +53,7 @@ proptest! {
         let _ = names::dhcp_host_name(&dhcp);
         let mut with_tls_header = vec![22, 3, 1, 0, 200, 1];
         with_tls_header.extend_from_slice(&bytes);
-        let _ = names::tls_sni(&with_tls_header);
+        let _ = tls::tls_sni(&with_tls_header);
     }
 }
 

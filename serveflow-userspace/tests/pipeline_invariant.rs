@@ -16,10 +16,11 @@ use std::{
 };
 
 use serveflow::{
-    capture::{amplify::Amplified, file::CapturedPacket, synthetic::tcp_flows, LinkType},
+    capture::{amplify::Amplified, synthetic::tcp_flows},
+    config::PoolConfig,
+    frame::{CapturedPacket, Input, LinkType},
     model::dir::ModelDir,
-    pipeline::{self, cascade::Cascade, Feed, Input, Mode, PipelineConfig, RunResult, Speed},
-    slow_pool::PoolConfig,
+    pipeline::{self, cascade::Cascade, Feed, Mode, PipelineConfig, RunResult, Speed},
     verdict::VerdictOutput,
 };
 

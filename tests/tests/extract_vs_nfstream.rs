@@ -161,11 +161,11 @@ fn rows_join_labels_and_server_names_agree() {
                 let r = serveflow::extract::FlowRecord::new(&flow, end, services);
                 let key = (
                     rel.clone(),
-                    r.src.to_string(),
-                    r.sport.to_string(),
-                    r.dst.to_string(),
-                    r.dport.to_string(),
-                    r.proto.to_string(),
+                    r.flow.src.to_string(),
+                    r.flow.sport.to_string(),
+                    r.flow.dst.to_string(),
+                    r.flow.dport.to_string(),
+                    r.flow.proto.to_string(),
                 );
                 if let Some(theirs) = labels.get(&key) {
                     matched.insert(key.clone());

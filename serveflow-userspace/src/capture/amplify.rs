@@ -7,7 +7,7 @@
 //! so time always moves forward whatever the source captures' own clocks did.
 
 use crate::{
-    capture::file::CapturedPacket,
+    frame::CapturedPacket,
     parse::{self, IpVersion},
 };
 
@@ -39,7 +39,7 @@ impl<'a> Amplified<'a> {
 }
 
 /// Rewrites the addresses of `frame` for loop `round` (no-op for frames the parser skips).
-pub fn rewrite(frame: &mut [u8], link: crate::capture::LinkType, round: u32) {
+pub fn rewrite(frame: &mut [u8], link: crate::frame::LinkType, round: u32) {
     let (l3, v6) = match parse::parse_link(link, frame) {
         Ok(p) => (p.l3, p.ip == IpVersion::V6),
         Err(_) => return,

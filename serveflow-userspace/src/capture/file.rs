@@ -16,7 +16,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::capture::LinkType;
+use crate::frame::{CapturedPacket, LinkType};
 
 /// The largest packet a record may carry: libpcap's `MAXIMUM_SNAPLEN`. Anything larger is a
 /// corrupt length, not a packet.
@@ -65,20 +65,6 @@ pub enum CaptureError {
         /// What is wrong.
         reason: String,
     },
-}
-
-/// One captured frame.
-#[derive(Clone, Debug)]
-pub struct CapturedPacket {
-    /// Capture timestamp, nanoseconds since the Unix epoch.
-    pub ts_ns: u64,
-    /// Link type of `data`.
-    pub link: LinkType,
-    /// Captured bytes (may be shorter than on the wire).
-    pub data: Vec<u8>,
-    /// Index of the input file it came from (its position on the command line; 0 for live
-    /// and generated traffic).
-    pub file: u32,
 }
 
 /// Why a file's packet stream ended early.

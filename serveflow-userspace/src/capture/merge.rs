@@ -7,7 +7,10 @@
 
 use std::{cmp::Reverse, collections::BinaryHeap, path::PathBuf};
 
-use crate::capture::file::{CaptureError, CaptureFile, CapturedPacket, EarlyEnd, Skip};
+use crate::{
+    capture::file::{CaptureError, CaptureFile, EarlyEnd, Skip},
+    frame::CapturedPacket,
+};
 
 /// Per-file outcome, for the run's report.
 #[derive(Clone, Debug)]

@@ -1,65 +1,10 @@
 //! Packet sources. Each yields raw frames with their link type to the same parser:
 //! [`afxdp`] live from AF_XDP sockets (always Ethernet), [`file`] and [`merge`] from captures.
+//! What they yield, a [`crate::frame::CapturedPacket`], is defined below them in [`crate::frame`].
 
 pub mod afxdp;
 pub mod amplify;
 pub mod file;
 pub mod inputs;
-pub mod live;
 pub mod merge;
 pub mod synthetic;
-
-/// Link-layer header types (the pcap LINKTYPE_* numbers) the parser understands, plus the
-/// ones it recognises only to count and skip.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LinkType {
-    /// BSD loopback: 4-byte address family in host byte order (0).
-    Null,
-    /// Ethernet II, with 802.1Q/802.1ad tags (1).
-    Ethernet,
-    /// PPP, with or without HDLC-like framing (9).
-    Ppp,
-    /// Raw IPv4 or IPv6, version in the first nibble (101, and 12 on some systems).
-    Raw,
-    /// Cisco HDLC: address, control, 2-byte protocol (104).
-    CiscoHdlc,
-    /// OpenBSD loopback: address family in network byte order (108).
-    Loop,
-    /// IEEE 802.11 frames (105): counted and skipped.
-    Ieee80211,
-    /// Linux cooked capture v1: 16-byte header (113).
-    LinuxSll,
-    /// Radiotap + 802.11 (127): counted and skipped.
-    Radiotap,
-    /// Per-Packet Information + 802.11 (192): counted and skipped.
-    Ppi,
-    /// Raw IPv4 (228).
-    Ipv4,
-    /// Raw IPv6 (229).
-    Ipv6,
-    /// Linux cooked capture v2: 20-byte header (276).
-    LinuxSll2,
-    /// Anything else, by number: counted and skipped.
-    Other(u32),
-}
-
-impl From<u32> for LinkType {
-    fn from(n: u32) -> Self {
-        match n {
-            0 => LinkType::Null,
-            1 => LinkType::Ethernet,
-            9 => LinkType::Ppp,
-            12 | 101 => LinkType::Raw,
-            104 => LinkType::CiscoHdlc,
-            105 => LinkType::Ieee80211,
-            108 => LinkType::Loop,
-            113 => LinkType::LinuxSll,
-            127 => LinkType::Radiotap,
-            192 => LinkType::Ppi,
-            228 => LinkType::Ipv4,
-            229 => LinkType::Ipv6,
-            276 => LinkType::LinuxSll2,
-            other => LinkType::Other(other),
-        }
-    }
-}

@@ -1,7 +1,7 @@
 //! Generated traffic for benchmarks where the real captures are absent: TCP/IPv4 flows with
 //! a handshake, requests and responses, distinct 5-tuples, 1 ms between packets of a flow.
 
-use crate::capture::{file::CapturedPacket, LinkType};
+use crate::frame::{CapturedPacket, LinkType};
 
 /// Builds an Ethernet/IPv4/TCP frame (checksums left zero: nothing here checks them).
 pub fn tcp_frame(

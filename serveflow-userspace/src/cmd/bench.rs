@@ -19,13 +19,14 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::{
-    capture::{amplify::Amplified, file::CapturedPacket, inputs, merge::MergedCaptures},
+    capture::{amplify::Amplified, inputs, merge::MergedCaptures},
+    config::PoolConfig,
     flow::FlowConfig,
+    frame::{CapturedPacket, Input},
     labels::{FlowLabels, Split, Task},
     model::{bundled, dir::ModelDir},
     parse,
-    pipeline::{self, cascade::Cascade, output::Truth, Feed, Input, Mode, PipelineConfig, Speed},
-    slow_pool::PoolConfig,
+    pipeline::{self, cascade::Cascade, output::Truth, Feed, Mode, PipelineConfig, Speed},
     verdict::VerdictOutput,
 };
 

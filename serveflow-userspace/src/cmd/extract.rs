@@ -9,11 +9,11 @@ use anyhow::Context as _;
 
 use crate::{
     capture::inputs,
-    cmd::replay::counts,
     extract::{extract, FlowRecord},
     features::{FeatureSpec, FeatureState},
     flow::FlowConfig,
     periodic::PeriodicExport,
+    pipeline::summary::counts,
     services::ServiceMap,
 };
 
@@ -70,11 +70,11 @@ fn csv_row(r: &FlowRecord) -> String {
         .unwrap_or_default();
     format!(
         "{},{},{},{},{},{},{},{},{},{},{},{},{}",
-        r.src,
-        r.sport,
-        r.dst,
-        r.dport,
-        r.proto,
+        r.flow.src,
+        r.flow.sport,
+        r.flow.dst,
+        r.flow.dport,
+        r.flow.proto,
         r.first_seen_us,
         r.last_seen_us,
         r.packets,

@@ -8,13 +8,19 @@ use std::{
 };
 
 use anyhow::Context as _;
-use serde_json::json;
 
 use crate::{
     capture::{inputs, merge::MergedCaptures},
+    frame::Input,
     labels::{FlowLabels, Split, Task},
     model::{bundled, dir::ModelDir},
-    pipeline::{self, cascade::Cascade, output::Truth, Feed, Input, PipelineConfig, RunResult},
+    pipeline::{
+        self,
+        cascade::Cascade,
+        output::Truth,
+        summary::{CaptureIssues, ServingSummary},
+        Feed, PipelineConfig,
+    },
     report::files,
     verdict::VerdictOutput,
 };
@@ -129,9 +135,9 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<()> {
         .iter()
         .filter_map(|r| r.skipped_line())
         .collect();
-    let summary = summary_json(
+    let summary = ServingSummary::new(
         &result,
-        &files,
+        files.len(),
         &CaptureIssues {
             unreadable: &unreadable,
             ended_early: &early,
@@ -140,7 +146,7 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<()> {
         &dir,
     );
     let stderr = &mut std::io::stderr().lock();
-    print_summary(&result, &summary, stderr)?;
+    summary.write_lines(stderr)?;
     if let Some(report) = &opts.report {
         let config = effective_config(opts, &dir, &manifest, &files);
         files::write(report, &result.stats, &summary, &config, result.started)?;
@@ -150,142 +156,6 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<()> {
         anyhow::bail!("writing verdicts: {e}");
     }
     Ok(())
-}
-
-/// What went wrong with the inputs, one line each.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CaptureIssues<'a> {
-    /// Inputs skipped as unreadable (`--keep-going`).
-    pub unreadable: &'a [String],
-    /// Files that ended before their data did.
-    pub ended_early: &'a [String],
-    /// Files with records or blocks skipped.
-    pub skipped_blocks: &'a [String],
-}
-
-/// The run's summary (also `summary.json`).
-pub fn summary_json(
-    r: &RunResult,
-    files: &[PathBuf],
-    issues: &CaptureIssues<'_>,
-    models: &Path,
-) -> serde_json::Value {
-    let flows_in = r.flows_in();
-    let packets: u64 = r.workers.iter().map(|w| w.packets).sum();
-    let mut skipped = std::collections::BTreeMap::<&str, u64>::new();
-    for w in &r.workers {
-        for (k, v) in &w.skipped {
-            *skipped.entry(k).or_default() += v;
-        }
-    }
-    let sum =
-        |f: fn(&pipeline::worker::WorkerCounters) -> u64| -> u64 { r.workers.iter().map(f).sum() };
-    let verdicts = r.stats.total();
-    json!({
-        "models": models.display().to_string(),
-        "captures": files.len(),
-        "unreadable_captures": issues.unreadable,
-        "captures_ended_early": issues.ended_early,
-        "captures_with_skipped_blocks": issues.skipped_blocks,
-        "packets": packets,
-        "flow_packets": sum(|w| w.flow_packets),
-        "skipped_packets": skipped,
-        "flows_in": flows_in,
-        "verdicts_out": verdicts,
-        "every_flow_one_verdict": flows_in == verdicts,
-        "flows_evicted": r.workers.iter().map(|w| w.flows.evicted).sum::<u64>(),
-        "escalated": sum(|w| w.escalated),
-        "fallback_queue_full": sum(|w| w.fallback_full),
-        "fallback_pool_stopped": sum(|w| w.fallback_stopped),
-        "slow_batches": r.pool.iter().map(|p| p.batches).sum::<u64>(),
-        "slow_failed": r.pool.iter().map(|p| p.failed).sum::<u64>(),
-        "packet_panics": sum(|w| w.panics),
-        "thread_panics": r.thread_panics,
-        "wall_s": r.wall_s,
-        "new_flows_per_s": flows_in as f64 / r.wall_s.max(1e-9),
-        "result": r.stats.summary(),
-    })
-}
-
-/// Prints the run's summary lines.
-pub fn print_summary(
-    r: &RunResult,
-    s: &serde_json::Value,
-    out: &mut impl std::io::Write,
-) -> std::io::Result<()> {
-    let res = r.stats.summary();
-    writeln!(
-        out,
-        "flows:     {} in, {} verdicts ({}) in {:.2} s, {:.0} new flows/s",
-        s["flows_in"],
-        s["verdicts_out"],
-        if s["every_flow_one_verdict"] == true {
-            "one per flow"
-        } else {
-            "MISMATCH"
-        },
-        r.wall_s,
-        s["new_flows_per_s"].as_f64().unwrap_or(0.0)
-    )?;
-    writeln!(
-        out,
-        "stages:    fast {} | slow {} | fallback {} | escalated {:.1}% | triggers {}",
-        res.verdicts.get("fast").unwrap_or(&0),
-        res.verdicts.get("slow").unwrap_or(&0),
-        res.verdicts.get("fallback").unwrap_or(&0),
-        res.escalated_percent,
-        counts(res.triggers.iter().map(|(k, v)| (k.as_str(), *v)))
-    )?;
-    if let Some(e2e) = res.latency_ms.get("e2e") {
-        writeln!(
-            out,
-            "latency:   p50 {:.3} ms | p99 {:.3} ms | max {:.1} ms | {:.1}% under 16 ms",
-            e2e.p50, e2e.p99, e2e.max, res.under_16ms_percent
-        )?;
-    }
-    if let Some(sc) = &res.scores {
-        writeln!(
-            out,
-            "accuracy:  {:.4} | macro-F1 {:.4} over {} labeled flows",
-            sc.accuracy, sc.macro_f1, sc.flows
-        )?;
-    }
-    let skipped = s["skipped_packets"]
-        .as_object()
-        .filter(|m| !m.is_empty())
-        .map(|m| counts(m.iter().map(|(k, v)| (k.as_str(), v.as_u64().unwrap_or(0)))))
-        .unwrap_or_default();
-    writeln!(
-        out,
-        "packets:   {} read, {} skipped{}",
-        s["packets"],
-        s["packets"].as_u64().unwrap_or(0) - s["flow_packets"].as_u64().unwrap_or(0),
-        if skipped.is_empty() {
-            String::new()
-        } else {
-            format!(" ({skipped})")
-        }
-    )?;
-    for (key, label) in [
-        ("unreadable_captures", "skipped input"),
-        ("captures_ended_early", "ended early"),
-        ("captures_with_skipped_blocks", "skipped blocks"),
-    ] {
-        for line in s[key].as_array().into_iter().flatten() {
-            writeln!(out, "inputs:    {label}: {}", line.as_str().unwrap_or(""))?;
-        }
-    }
-    Ok(())
-}
-
-/// `name n, name n` for a human line (`none` when empty).
-pub fn counts<'a>(pairs: impl Iterator<Item = (&'a str, u64)>) -> String {
-    let parts: Vec<String> = pairs.map(|(k, v)| format!("{k} {v}")).collect();
-    if parts.is_empty() {
-        "none".into()
-    } else {
-        parts.join(", ")
-    }
 }
 
 fn effective_config(

@@ -15,14 +15,18 @@ use serde::Serialize;
 use serveflow_common::XdpCounter;
 
 use crate::{
-    capture::{
-        afxdp::{SocketStatistics, XskReceiver},
-        live::LiveSource,
+    capture::afxdp::{SocketStatistics, XskReceiver},
+    live::{
+        metrics::{self, Hooks, LiveMetrics},
+        source::LiveSource,
     },
-    cmd::replay,
-    metrics::{self, Hooks, LiveMetrics},
     model::{bundled, dir::ModelDir},
-    pipeline::{self, cascade::Cascade, Feed, PipelineConfig, Speed},
+    pipeline::{
+        self,
+        cascade::Cascade,
+        summary::{counts, CaptureIssues, ServingSummary},
+        Feed, PipelineConfig, Speed,
+    },
     report::files,
     system::{
         self,
@@ -193,8 +197,10 @@ pub struct RunSummary {
     pub link_down_events: u64,
     /// The interface disappeared while serving (the run stopped early).
     pub interface_gone: bool,
+    /// Only received and counted (`--drain-only`): no serving summary.
+    pub drain_only: bool,
     /// The serving pipeline's summary (flows in, verdicts out, stages, latency).
-    pub serving: serde_json::Value,
+    pub serving: Option<ServingSummary>,
 }
 
 /// Packets and flows received through AF_XDP.
@@ -366,7 +372,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         source.metrics = Some(Arc::clone(&metrics));
         let mut counts = UserspaceCounts::default();
         for input in source.by_ref() {
-            if let pipeline::Input::Packet(p) = input {
+            if let crate::frame::Input::Packet(p) = input {
                 counts.packets += 1;
                 counts.bytes += p.data.len() as u64;
             }
@@ -374,7 +380,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         counts.by_queue = source.sockets.iter().map(XskReceiver::received).collect();
         counts.kernel_timestamps = source.kernel_stamped;
         stop_side.store(true, std::sync::atomic::Ordering::Relaxed);
-        let serving = serde_json::json!({ "drain_only": true });
+        let serving = None;
         let summary = summarize(
             &mut program,
             &source.sockets,
@@ -470,14 +476,14 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     let mut counts = userspace_counts(&result);
     counts.by_queue = sockets.iter().map(XskReceiver::received).collect();
     counts.kernel_timestamps = kernel_timestamps;
-    let serving = replay::summary_json(&result, &[], &replay::CaptureIssues::default(), &dir);
+    let serving = ServingSummary::new(&result, 0, &CaptureIssues::default(), &dir);
     let mut summary = summarize(
         &mut program,
         &sockets,
         (xsk_mode, queues, started),
         counts,
         &metrics,
-        serving,
+        Some(serving),
     )?;
     drop(sockets);
     summary.flow_ownership = match (workers, symmetric) {
@@ -487,7 +493,9 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     };
 
     print_summary(&summary);
-    replay::print_summary(&result, &summary.serving, &mut std::io::stderr().lock())?;
+    if let Some(serving) = &summary.serving {
+        serving.write_lines(&mut std::io::stderr().lock())?;
+    }
     if let Some(path) = &opts.summary {
         let json = serde_json::to_string_pretty(&summary)?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
@@ -597,7 +605,7 @@ fn status_lines(metrics: Arc<LiveMetrics>, stop: Arc<AtomicBool>, every: Duratio
                 let load = |a: &std::sync::atomic::AtomicU64| {
                     a.load(std::sync::atomic::Ordering::Relaxed)
                 };
-                let kernel = crate::cmd::status::read(&metrics.pins)
+                let kernel = crate::xdp::pinned::read(&metrics.pins)
                     .map(|s| {
                         let c = |n: &str| s.counters.get(n).copied().unwrap_or(0);
                         format!(
@@ -630,7 +638,7 @@ fn summarize(
     (xsk_mode, queues, started): (String, u32, Instant),
     afxdp: UserspaceCounts,
     metrics: &LiveMetrics,
-    serving: serde_json::Value,
+    serving: Option<ServingSummary>,
 ) -> anyhow::Result<RunSummary> {
     let kernel = program.counters()?;
     let mut socket_drops = SocketStatistics::default();
@@ -655,6 +663,7 @@ fn summarize(
             .link_down_events
             .load(std::sync::atomic::Ordering::Relaxed),
         interface_gone: system::link_state(program.interface()) == system::LinkState::Gone,
+        drain_only: serving.is_none(),
         serving,
     };
     program.detach();
@@ -705,7 +714,7 @@ fn print_summary(s: &RunSummary) {
     if !s.afxdp.skipped.is_empty() {
         eprintln!(
             "serveflow: userspace parser skipped: {}",
-            replay::counts(s.afxdp.skipped.iter().map(|(k, v)| (*k, *v)))
+            counts(s.afxdp.skipped.iter().map(|(k, v)| (*k, *v)))
         );
     }
 }

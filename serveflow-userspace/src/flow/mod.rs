@@ -7,10 +7,13 @@
 //! the table is kept in least-recently-seen order. Every flow that enters the table leaves it
 //! exactly once through the `on_end` callback, with the reason.
 
+pub mod id;
+
 use lru::LruCache;
 use serveflow_common::{proto, FlowKey};
 
 use crate::{parse::Packet, services::names};
+pub use id::{ip, FlowId};
 
 /// Flow-table settings. Defaults follow nfstream (idle 120 s, active 1800 s).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -121,6 +124,13 @@ pub struct Flow<S> {
     initiator_is_lo: bool,
     /// Initiator payloads left to look at for a server name.
     name_tries: u8,
+}
+
+impl<S> Flow<S> {
+    /// The flow's identity in every output.
+    pub fn id(&self) -> FlowId {
+        FlowId::new(self.src, self.sport, self.dst, self.dport, self.proto)
+    }
 }
 
 /// Per-direction packets and bytes over one export interval.

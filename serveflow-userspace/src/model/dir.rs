@@ -47,6 +47,7 @@ use crate::{
         onnx::{OutputKind, SlowModel},
         tree::{Objective, TreeModel},
     },
+    router::Uncertainty,
 };
 
 /// The file name of a models directory's manifest.
@@ -62,18 +63,6 @@ pub struct ModelDirError {
     pub field: String,
     /// What is wrong and how to fix it.
     pub problem: String,
-}
-
-/// How uncertain a prediction is, from its class probabilities.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Uncertainty {
-    /// 1 - max p.
-    LeastConfidence,
-    /// 1 - (p1 - p2), the top two.
-    Margin,
-    /// Shannon entropy divided by ln(classes), in [0, 1].
-    Entropy,
 }
 
 /// `[fast]` / `[slow]` sections.
@@ -471,48 +460,4 @@ fn class_thresholds(
         out[i] = *t;
     }
     Ok(out)
-}
-
-/// The uncertainty of a probability vector under `measure`, in [0, 1].
-pub fn uncertainty(measure: Uncertainty, p: &[f64]) -> f64 {
-    let (mut first, mut second) = (0.0f64, 0.0f64);
-    for &v in p {
-        if v > first {
-            second = first;
-            first = v;
-        } else if v > second {
-            second = v;
-        }
-    }
-    match measure {
-        Uncertainty::LeastConfidence => 1.0 - first,
-        Uncertainty::Margin => 1.0 - (first - second),
-        Uncertainty::Entropy => {
-            let h: f64 = p.iter().filter(|v| **v > 0.0).map(|v| -v * v.ln()).sum();
-            h / (p.len().max(2) as f64).ln()
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uncertainty_measures() {
-        let sure = [1.0, 0.0, 0.0];
-        let torn = [0.5, 0.5, 0.0];
-        let flat = [1.0 / 3.0; 3];
-        for m in [
-            Uncertainty::LeastConfidence,
-            Uncertainty::Margin,
-            Uncertainty::Entropy,
-        ] {
-            assert!(uncertainty(m, &sure).abs() < 1e-12, "{m:?}");
-            assert!(uncertainty(m, &torn) > uncertainty(m, &sure));
-        }
-        assert!((uncertainty(Uncertainty::Margin, &torn) - 1.0).abs() < 1e-12);
-        assert!((uncertainty(Uncertainty::Entropy, &flat) - 1.0).abs() < 1e-12);
-        assert!((uncertainty(Uncertainty::LeastConfidence, &torn) - 0.5).abs() < 1e-12);
-    }
 }

@@ -16,6 +16,9 @@ pub mod cascade;
 pub mod deadlines;
 pub mod output;
 pub mod progress;
+pub mod slow_pool;
+pub mod summary;
+pub mod virtual_pool;
 pub mod worker;
 
 use std::{
@@ -27,25 +30,17 @@ use std::{
 use crossbeam_channel::bounded;
 
 use crate::{
-    capture::file::CapturedPacket,
+    config::PoolConfig,
     flow::FlowConfig,
+    frame::{CapturedPacket, Input},
     parse,
     report::{IntervalLog, RunStats, ThreadStats},
-    slow_pool::{self, PoolConfig, PoolCounters},
     verdict::{HookFactory, VerdictOutput},
 };
 use cascade::Cascade;
 use output::{Clock, ThreadOutput, Truth};
+use slow_pool::PoolCounters;
 use worker::{Worker, WorkerCounters};
-
-/// What a packet source hands the pipeline.
-#[derive(Debug)]
-pub enum Input {
-    /// A frame.
-    Packet(CapturedPacket),
-    /// Nothing arrived for a while (live sources): time to fire due timeouts.
-    Idle,
-}
 
 /// Where the workers' packets come from.
 pub enum Feed<I> {

@@ -129,11 +129,7 @@ impl Truth {
         let path = self.files.get(file as usize)?.as_ref()?;
         let key = LabelKey {
             path: path.clone(),
-            src: v.src,
-            sport: v.sport,
-            dst: v.dst,
-            dport: v.dport,
-            proto: v.proto,
+            flow: v.flow,
         };
         let label = self.labels.get(&key)?;
         Some((label.to_owned(), class_of(label, &self.classes)))

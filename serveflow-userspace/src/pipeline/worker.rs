@@ -12,17 +12,16 @@ use std::sync::Arc;
 use serveflow_common::FlowKey;
 
 use crate::{
-    capture::file::CapturedPacket,
-    extract::ip,
     flow::{EndReason, Flow, FlowConfig, FlowCounters, FlowTable},
+    frame::CapturedPacket,
     parse::{self, Skip},
+    pipeline::slow_pool::{PoolHandle, Rejected, SlowJob},
     pipeline::{
         cascade::{Cascade, ServeState},
         deadlines::{Deadlines, Lane},
         output::{ThreadOutput, Timing},
         progress::Published,
     },
-    slow_pool::{PoolHandle, Rejected, SlowJob},
     verdict::{StageKind, Trigger, Verdict},
 };
 
@@ -375,11 +374,8 @@ impl Decider {
     fn verdict(&self, flow: &Flow<ServeState>, stage: StageKind, trigger: Trigger) -> Verdict {
         let (class, confidence, s) = flow.state.best.unwrap_or((0, 0.0, 0));
         Verdict {
-            src: ip(flow.src),
-            sport: flow.sport,
-            dst: ip(flow.dst),
-            dport: flow.dport,
-            proto: flow.proto,
+            flow: flow.id(),
+            key: flow.key,
             first_seen_us: self.out.clock.unix_us(flow.first_seen_ns),
             label: self
                 .cascade

@@ -230,7 +230,7 @@ fn fmt_ms(ms: f64) -> String {
 pub fn write(
     dir: &Path,
     run: &RunStats,
-    summary: &serde_json::Value,
+    summary: &impl serde::Serialize,
     config: &str,
     started: SystemTime,
 ) -> Result<(), ReportError> {

@@ -409,7 +409,6 @@ mod tests {
         let log = IntervalLog::default();
         let classes: Vec<String> = vec!["a".into(), "b".into()];
         let verdict = |stage, latency_us| Verdict {
-            proto: 17,
             confidence: 1.0,
             stage,
             latency_us,

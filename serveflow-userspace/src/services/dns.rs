@@ -146,6 +146,21 @@ pub fn parse_answers(msg: &[u8]) -> Option<(String, Vec<(IpAddr, u32)>)> {
     Some((question, answers))
 }
 
+/// Lower-cases a DNS-style name and rejects anything that is not one.
+pub fn clean_name(raw: &[u8]) -> Option<String> {
+    if raw.is_empty() || raw.len() > 253 {
+        return None;
+    }
+    let ok = raw
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':'));
+    ok.then(|| {
+        String::from_utf8_lossy(raw)
+            .trim_end_matches('.')
+            .to_ascii_lowercase()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,7 @@ pub mod dns;
 pub mod names;
 pub mod prefix;
 pub mod quic;
+pub mod tls;
 
 use std::{collections::HashMap, net::IpAddr, path::Path};
 

@@ -13,7 +13,7 @@ use aes_gcm::{aead::AeadInPlace, Aes128Gcm, Nonce, Tag};
 use hkdf::Hkdf;
 use sha2::Sha256;
 
-use super::names::client_hello_sni;
+use super::tls::client_hello_sni;
 
 const V1: u32 = 0x0000_0001;
 const V2: u32 = 0x6b33_43cf;

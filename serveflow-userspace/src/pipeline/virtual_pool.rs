@@ -119,7 +119,7 @@ pub struct VirtualPool {
 
 impl VirtualPool {
     /// A simulated pool of `threads` threads with the real pool's batching and queue size.
-    pub fn new(cost: CostModel, config: &crate::slow_pool::PoolConfig) -> Self {
+    pub fn new(cost: CostModel, config: &crate::config::PoolConfig) -> Self {
         VirtualPool {
             cost,
             max_batch: config.max_batch.max(1),

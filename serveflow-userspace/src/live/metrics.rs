@@ -241,7 +241,7 @@ impl LiveMetrics {
                 v.load(Relaxed)
             ));
         }
-        if let Ok(st) = crate::cmd::status::read(&self.pins) {
+        if let Ok(st) = crate::xdp::pinned::read(&self.pins) {
             s.push_str("# HELP serveflow_kernel_packets_total XDP program outcomes.\n");
             s.push_str("# TYPE serveflow_kernel_packets_total counter\n");
             for (name, v) in &st.counters {

@@ -6,6 +6,8 @@
 //! killed with `kill -9` leaves no program attached. Its pinned maps do stay; the next start
 //! on the same interface removes them before pinning its own.
 
+pub mod pinned;
+
 use std::{
     fmt,
     os::fd::AsRawFd,
@@ -403,13 +405,7 @@ impl VerdictMap {
 
 impl crate::verdict::VerdictHook for VerdictMap {
     fn decided(&mut self, v: &crate::verdict::Verdict, class: usize) {
-        let bytes = |ip: std::net::IpAddr| match ip {
-            std::net::IpAddr::V4(a) => serveflow_common::flow_key::ipv4_mapped(a.octets()),
-            std::net::IpAddr::V6(a) => a.octets(),
-        };
-        let (key, _) =
-            FlowKey::from_endpoints(bytes(v.src), v.sport, bytes(v.dst), v.dport, v.proto);
-        self.set(key, class as u32);
+        self.set(v.key, class as u32);
     }
 }
 

@@ -14,12 +14,8 @@ use std::{
 };
 
 use crate::{
-    capture::{
-        afxdp::{AfXdpError, XskReceiver},
-        file::CapturedPacket,
-        LinkType,
-    },
-    pipeline::Input,
+    capture::afxdp::{AfXdpError, XskReceiver},
+    frame::{CapturedPacket, Input, LinkType},
 };
 
 /// How long to wait for packets before reporting idle (see [`LiveSource::idle_wait`]).
@@ -43,7 +39,7 @@ pub struct LiveSource {
     /// The first receive error, which ended the input.
     pub error: Option<AfXdpError>,
     /// Counts received frames for the live metrics.
-    pub metrics: Option<Arc<crate::metrics::LiveMetrics>>,
+    pub metrics: Option<Arc<crate::live::metrics::LiveMetrics>>,
     /// Longest sleep in poll(2) on quiet rings. Workers that receive packets forwarded by
     /// other workers read them only between their own receives, so they set this shorter
     /// (a forwarded packet waits at most this long on a quiet queue).

@@ -1,0 +1,184 @@
+//! The serving pipeline's summary of a run: flows in and verdicts out, stages, latency,
+//! accuracy, skipped packets and input issues. Replay prints it and writes it as
+//! `summary.json`; a live run nests it in its own summary under `serving`.
+
+use std::{collections::BTreeMap, path::Path};
+
+use serde::Serialize;
+
+use super::{worker::WorkerCounters, RunResult};
+use crate::report::LatencySummary;
+
+/// What went wrong with the inputs, one line each.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CaptureIssues<'a> {
+    /// Inputs skipped as unreadable (`--keep-going`).
+    pub unreadable: &'a [String],
+    /// Files that ended before their data did.
+    pub ended_early: &'a [String],
+    /// Files with records or blocks skipped.
+    pub skipped_blocks: &'a [String],
+}
+
+/// The run's summary (`summary.json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct ServingSummary {
+    /// Models directory.
+    pub models: String,
+    /// Capture files read (0 live).
+    pub captures: usize,
+    /// Inputs skipped as unreadable.
+    pub unreadable_captures: Vec<String>,
+    /// Files that ended before their data did.
+    pub captures_ended_early: Vec<String>,
+    /// Files with records or blocks skipped.
+    pub captures_with_skipped_blocks: Vec<String>,
+    /// Frames read.
+    pub packets: u64,
+    /// Frames of TCP/UDP flows.
+    pub flow_packets: u64,
+    /// Frames the parser skipped, by reason.
+    pub skipped_packets: BTreeMap<&'static str, u64>,
+    /// Flows that entered the flow tables.
+    pub flows_in: u64,
+    /// Verdicts written.
+    pub verdicts_out: u64,
+    /// Whether every flow got exactly one verdict.
+    pub every_flow_one_verdict: bool,
+    /// Flows pushed out of a full flow table (decided with what they had).
+    pub flows_evicted: u64,
+    /// Flows routed to the slow pool.
+    pub escalated: u64,
+    /// Of those, turned back because its queue was full.
+    pub fallback_queue_full: u64,
+    /// ... because the pool had stopped.
+    pub fallback_pool_stopped: u64,
+    /// Slow-stage batches run.
+    pub slow_batches: u64,
+    /// Slow-stage batches that failed (their flows fell back).
+    pub slow_failed: u64,
+    /// Packets whose handling panicked (caught; their flows still got verdicts).
+    pub packet_panics: u64,
+    /// Threads that panicked outside the per-packet guard.
+    pub thread_panics: u64,
+    /// Wall time (s).
+    pub wall_s: f64,
+    /// Flows in per wall second.
+    pub new_flows_per_s: f64,
+    /// Verdicts per stage and trigger, latency, scores.
+    pub result: LatencySummary,
+}
+
+impl ServingSummary {
+    /// The summary of `r`, a run over `files` with the models in `models`.
+    pub fn new(r: &RunResult, files: usize, issues: &CaptureIssues<'_>, models: &Path) -> Self {
+        let flows_in = r.flows_in();
+        let mut skipped = BTreeMap::<&'static str, u64>::new();
+        for w in &r.workers {
+            for (k, v) in &w.skipped {
+                *skipped.entry(k).or_default() += v;
+            }
+        }
+        let sum = |f: fn(&WorkerCounters) -> u64| -> u64 { r.workers.iter().map(f).sum() };
+        let verdicts = r.stats.total();
+        ServingSummary {
+            models: models.display().to_string(),
+            captures: files,
+            unreadable_captures: issues.unreadable.to_vec(),
+            captures_ended_early: issues.ended_early.to_vec(),
+            captures_with_skipped_blocks: issues.skipped_blocks.to_vec(),
+            packets: sum(|w| w.packets),
+            flow_packets: sum(|w| w.flow_packets),
+            skipped_packets: skipped,
+            flows_in,
+            verdicts_out: verdicts,
+            every_flow_one_verdict: flows_in == verdicts,
+            flows_evicted: r.workers.iter().map(|w| w.flows.evicted).sum(),
+            escalated: sum(|w| w.escalated),
+            fallback_queue_full: sum(|w| w.fallback_full),
+            fallback_pool_stopped: sum(|w| w.fallback_stopped),
+            slow_batches: r.pool.iter().map(|p| p.batches).sum(),
+            slow_failed: r.pool.iter().map(|p| p.failed).sum(),
+            packet_panics: sum(|w| w.panics),
+            thread_panics: r.thread_panics,
+            wall_s: r.wall_s,
+            new_flows_per_s: flows_in as f64 / r.wall_s.max(1e-9),
+            result: r.stats.summary(),
+        }
+    }
+
+    /// Writes the summary's human lines.
+    pub fn write_lines(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let res = &self.result;
+        writeln!(
+            out,
+            "flows:     {} in, {} verdicts ({}) in {:.2} s, {:.0} new flows/s",
+            self.flows_in,
+            self.verdicts_out,
+            if self.every_flow_one_verdict {
+                "one per flow"
+            } else {
+                "MISMATCH"
+            },
+            self.wall_s,
+            self.new_flows_per_s
+        )?;
+        writeln!(
+            out,
+            "stages:    fast {} | slow {} | fallback {} | escalated {:.1}% | triggers {}",
+            res.verdicts.get("fast").unwrap_or(&0),
+            res.verdicts.get("slow").unwrap_or(&0),
+            res.verdicts.get("fallback").unwrap_or(&0),
+            res.escalated_percent,
+            counts(res.triggers.iter().map(|(k, v)| (k.as_str(), *v)))
+        )?;
+        if let Some(e2e) = res.latency_ms.get("e2e") {
+            writeln!(
+                out,
+                "latency:   p50 {:.3} ms | p99 {:.3} ms | max {:.1} ms | {:.1}% under 16 ms",
+                e2e.p50, e2e.p99, e2e.max, res.under_16ms_percent
+            )?;
+        }
+        if let Some(sc) = &res.scores {
+            writeln!(
+                out,
+                "accuracy:  {:.4} | macro-F1 {:.4} over {} labeled flows",
+                sc.accuracy, sc.macro_f1, sc.flows
+            )?;
+        }
+        let skipped = if self.skipped_packets.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({})",
+                counts(self.skipped_packets.iter().map(|(k, v)| (*k, *v)))
+            )
+        };
+        writeln!(
+            out,
+            "packets:   {} read, {} skipped{skipped}",
+            self.packets,
+            self.packets.saturating_sub(self.flow_packets),
+        )?;
+        for (lines, label) in [
+            (&self.unreadable_captures, "skipped input"),
+            (&self.captures_ended_early, "ended early"),
+            (&self.captures_with_skipped_blocks, "skipped blocks"),
+        ] {
+            for line in lines {
+                writeln!(out, "inputs:    {label}: {line}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `name n, name n` for a human line (`none` when empty).
+pub fn counts<'a>(pairs: impl Iterator<Item = (&'a str, u64)>) -> String {
+    let parts: Vec<String> = pairs.map(|(k, v)| format!("{k} {v}")).collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
+}

@@ -7,6 +7,7 @@
 
 pub mod counters;
 pub mod flow_key;
+pub mod wire;
 
 pub use counters::XdpCounter;
 pub use flow_key::{FlowKey, FlowStats};
@@ -24,15 +25,36 @@ pub const STEER_PACKETS: u32 = 0;
 /// Classes the per-class action array holds (class indices of a model).
 pub const MAX_CLASSES: usize = 256;
 
-/// Per-class actions on a decided flow's later packets (values of the `ACTIONS` array).
-pub mod action {
+/// What the XDP program does with a decided flow's later packets, per class (the values of
+/// the `ACTIONS` array).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Action {
     /// Pass to the stack (the default).
-    pub const PASS: u32 = 0;
+    #[default]
+    Pass = 0,
     /// Drop in XDP.
-    pub const DROP: u32 = 1;
+    Drop = 1,
     /// Pass with the class's mark (`MARKS`) in the XDP metadata; the TC ingress program sets
     /// it as the packet's skb mark (XDP runs before there is an skb to mark).
-    pub const MARK: u32 = 2;
+    Mark = 2,
+}
+
+impl Action {
+    /// The action an `ACTIONS` slot holds (None: a value no build writes).
+    #[inline(always)]
+    pub const fn from_u32(value: u32) -> Option<Action> {
+        match value {
+            0 => Some(Action::Pass),
+            1 => Some(Action::Drop),
+            2 => Some(Action::Mark),
+            _ => None,
+        }
+    }
+}
+
+/// The XDP metadata a [`Action::Mark`] leaves for the TC program.
+pub mod action {
     /// First word of the 8-byte XDP metadata carrying a mark (the second is the mark), so the
     /// TC program never takes another program's metadata for ours.
     pub const MARK_META_MAGIC: u32 = 0x5346_4d4b;

@@ -8,8 +8,8 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use serveflow_common::{
-    action, arrival, FlowKey, FlowStats, XdpCounter, FLOW_MAP_ENTRIES, MAX_CLASSES, MAX_QUEUES,
-    STEER_PACKETS,
+    action, arrival, Action, FlowKey, FlowStats, XdpCounter, FLOW_MAP_ENTRIES, MAX_CLASSES,
+    MAX_QUEUES, STEER_PACKETS,
 };
 
 use crate::program::parse::{parse_l4, Parsed};
@@ -34,7 +34,7 @@ static STEER: Array<u32, 1> = Array::new();
 #[btf_map]
 static ACTIONS: Array<u32, MAX_CLASSES> = Array::new();
 
-/// The skb mark of each class whose action is [`action::MARK`].
+/// The skb mark of each class whose action is [`Action::Mark`].
 #[btf_map]
 static MARKS: Array<u32, MAX_CLASSES> = Array::new();
 
@@ -75,12 +75,12 @@ fn try_serveflow(ctx: &XdpContext) -> Result<u32, XdpCounter> {
     // Early-packet steering: userspace only needs a flow's first packets, until its verdict.
     // SAFETY: the value is a plain u32 copied out at once.
     if let Some(class) = unsafe { VERDICTS.get(&key) }.copied() {
-        match ACTIONS.get(class).copied() {
-            Some(action::DROP) => {
+        match ACTIONS.get(class).copied().and_then(Action::from_u32) {
+            Some(Action::Drop) => {
                 count(XdpCounter::DropByClass);
                 return Ok(xdp_action::XDP_DROP);
             }
-            Some(action::MARK) => {
+            Some(Action::Mark) => {
                 if let Some(mark) = MARKS.get(class).copied() {
                     if attach_mark(ctx, mark) {
                         count(XdpCounter::MarkByClass);

@@ -6,7 +6,8 @@
 
 use serveflow::{
     calibrate::{self, Answers, Outcome, Target},
-    pipeline::{cascade::Cascade, wait_ns},
+    config::wait_ns,
+    pipeline::cascade::Cascade,
     router,
 };
 

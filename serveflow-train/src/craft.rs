@@ -296,7 +296,7 @@ pub fn craft(corpus: &Corpus, opts: &CraftOptions) -> anyhow::Result<Crafted> {
             &split,
             &split.test,
             KNN_PACKETS,
-            serveflow::pipeline::wait_ns(opts.waits_ms.1),
+            serveflow::config::wait_ns(opts.waits_ms.1),
         ),
     ];
     for b in &baselines {

@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use serveflow::{calibrate::Target, features::FeatureSpec};
+use serveflow::{calibrate::Target, features::FeatureSpec, limits::Choice};
 use serveflow_train::{
     craft::{self, CraftOptions},
     dataset::{Corpus, Task},
@@ -15,6 +15,12 @@ use serveflow_train::{
     split::{Holdout, SplitOptions},
     trees::FastParams,
 };
+
+/// `--task service|device`.
+fn task(name: &str) -> Result<Task, String> {
+    Task::from_name(name)
+        .ok_or_else(|| format!("{name:?}: expected one of {}", Task::names().join(", ")))
+}
 
 #[derive(Parser)]
 #[command(
@@ -30,7 +36,7 @@ struct Cli {
 #[derive(Args)]
 struct SplitArgs {
     /// Task: service (nDPI app names) or device (IoT Sentinel device types).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = task)]
     task: Task,
     /// Data folder with the captures and labels/ (the ../shared/data layout).
     #[arg(long, default_value = "../shared/data")]

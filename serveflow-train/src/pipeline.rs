@@ -12,13 +12,14 @@ use std::{
 
 use anyhow::Context as _;
 use serde::Serialize;
+use serveflow::limits::Choice as _;
 use serveflow::{
+    config::{wait_ns, DEFAULT_FAST_WAIT_MS, DEFAULT_MAX_WAIT_MS},
     features::FeatureSpec,
     model::{
         dir::{EarlyConfig, Manifest, ModelDir, RoutingConfig, StageConfig, MANIFEST},
         onnx::{OutputKind, SlowModel},
     },
-    pipeline::{wait_ns, DEFAULT_FAST_WAIT_MS, DEFAULT_MAX_WAIT_MS},
     router::Uncertainty,
 };
 

@@ -13,10 +13,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::flow::FlowId;
+use crate::{flow::FlowId, limits::Choice};
 
 /// Which labels to learn or score.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Task {
     /// Application/service (nDPI's app name).
     Service,
@@ -24,21 +24,13 @@ pub enum Task {
     Device,
 }
 
-impl Task {
-    /// The task's name in manifests and on the command line.
-    pub fn name(self) -> &'static str {
+/// Names in manifests and on the command line.
+impl Choice for Task {
+    const ALL: &'static [Self] = &[Task::Service, Task::Device];
+    fn name(self) -> &'static str {
         match self {
             Task::Service => "service",
             Task::Device => "device",
-        }
-    }
-
-    /// The task a manifest's `task` field names.
-    pub fn from_name(name: &str) -> Option<Task> {
-        match name {
-            "service" => Some(Task::Service),
-            "device" => Some(Task::Device),
-            _ => None,
         }
     }
 }
@@ -362,7 +354,7 @@ pub const DEFAULT_TEST_PERCENT: u64 = 25;
 /// Which capture files a run takes, by the bundled models' split. The held-out files are
 /// halved again (by a second hash) so routing thresholds are calibrated on one half and the
 /// cascade is scored on the other, never on the files it was tuned on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Split {
     /// Every input.
@@ -377,9 +369,15 @@ pub enum Split {
     Test,
 }
 
-impl Split {
-    /// The split's name on the command line.
-    pub fn name(self) -> &'static str {
+impl Choice for Split {
+    const ALL: &'static [Self] = &[
+        Split::All,
+        Split::Train,
+        Split::HeldOut,
+        Split::Calibration,
+        Split::Test,
+    ];
+    fn name(self) -> &'static str {
         match self {
             Split::All => "all",
             Split::Train => "train",
@@ -388,7 +386,9 @@ impl Split {
             Split::Test => "test",
         }
     }
+}
 
+impl Split {
     /// Whether the capture with label path `path` is in this split.
     pub fn contains(self, path: &str) -> bool {
         let held_out = split_bucket(path, DEFAULT_SEED) < DEFAULT_TEST_PERCENT;

@@ -16,11 +16,10 @@
 //! - [`capture`]: packet sources; [`capture::afxdp`] receives from AF_XDP sockets.
 //! - [`parse`]: one parser for live and captured frames, same rules as the XDP program.
 //! - [`pipeline`]: the serving pipeline (workers, cascade, slow pool hand-off, latency).
-//! - [`cmd`]: the subcommands of the `serveflow` binary; [`limits`]: the range of every option.
+//! - [`limits`]: the range of every option; the subcommands live in the `serveflow` binary.
 
 pub mod calibrate;
 pub mod capture;
-pub mod cmd;
 pub mod config;
 pub mod extract;
 pub mod features;

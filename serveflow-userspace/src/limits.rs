@@ -74,6 +74,71 @@ pub fn human_bytes(b: u64) -> String {
     }
 }
 
+/// A range check on an integer value (from the command line or a config file).
+pub fn check_int(value: u64, range: RangeInclusive<u64>, why: &str) -> Result<u64, String> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "{value} is outside {}..={} ({why})",
+            range.start(),
+            range.end()
+        ))
+    }
+}
+
+/// A range check on a real value (finite values only).
+pub fn check_real(value: f64, range: RangeInclusive<f64>, why: &str) -> Result<f64, String> {
+    if value.is_finite() && range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "{value} is outside {}..={} ({why})",
+            range.start(),
+            range.end()
+        ))
+    }
+}
+
+/// Threads of one kind: 1..=4 per core.
+pub fn check_threads(value: u64) -> Result<usize, String> {
+    let max = max_threads();
+    if value == 0 || value > max {
+        return Err(format!(
+            "{value} is outside 1..={max} (at most 4 threads per core; this machine has {} cores)",
+            cores()
+        ));
+    }
+    Ok(value as usize)
+}
+
+/// Entries of the kernel's flow and verdict maps: the hash-map limit and available memory.
+pub fn check_map_entries(value: u64) -> Result<u32, String> {
+    let value = check_int(value, 1..=MAX_MAP_ENTRIES, "the kernel's hash-map limit")?;
+    check_memory(
+        &format!("{value} entries of the kernel's flow and verdict maps"),
+        value * MAP_BYTES_PER_ENTRY,
+    )?;
+    Ok(value as u32)
+}
+
+/// An option that takes one of a few names (modes, tasks, splits): its values and their
+/// names on the command line and in config files.
+pub trait Choice: Copy + Sized + 'static {
+    /// Every value, in the order help lists them.
+    const ALL: &'static [Self];
+    /// The value's name.
+    fn name(self) -> &'static str;
+    /// The value named `name`.
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|v| v.name() == name)
+    }
+    /// Every name, for help and error messages.
+    fn names() -> Vec<&'static str> {
+        Self::ALL.iter().map(|v| v.name()).collect()
+    }
+}
+
 /// A clap value parser for an integer option in `range`; `why` says where the bound comes
 /// from, and goes into the error.
 pub fn int<T>(
@@ -88,13 +153,7 @@ where
             .trim()
             .parse()
             .map_err(|_| format!("{text:?} is not a whole number"))?;
-        if !range.contains(&value) {
-            return Err(format!(
-                "{value} is outside {}..={} ({why})",
-                range.start(),
-                range.end()
-            ));
-        }
+        let value = check_int(value, range.clone(), why)?;
         T::try_from(value).map_err(|_| format!("{value} does not fit"))
     }
 }
@@ -109,41 +168,26 @@ pub fn real(
             .trim()
             .parse()
             .map_err(|_| format!("{text:?} is not a number"))?;
-        if !value.is_finite() || !range.contains(&value) {
-            return Err(format!(
-                "{value} is outside {}..={} ({why})",
-                range.start(),
-                range.end()
-            ));
-        }
-        Ok(value)
+        check_real(value, range.clone(), why)
     }
 }
 
 /// Worker and slow-pool thread counts: 1..=cores x 4.
 pub fn threads(text: &str) -> Result<usize, String> {
-    let max = max_threads();
     let value: u64 = text
         .trim()
         .parse()
         .map_err(|_| format!("{text:?} is not a whole number"))?;
-    if value == 0 || value > max {
-        return Err(format!(
-            "{value} is outside 1..={max} (at most 4 threads per core; this machine has {} cores)",
-            cores()
-        ));
-    }
-    Ok(value as usize)
+    check_threads(value)
 }
 
 /// `--flow-map-entries`: 1..=2^28, and both kernel maps must fit in memory.
 pub fn map_entries(text: &str) -> Result<u32, String> {
-    let value: u32 = int(1..=MAX_MAP_ENTRIES, "the kernel's hash-map limit")(text)?;
-    check_memory(
-        &format!("{value} entries of the kernel's flow and verdict maps"),
-        u64::from(value) * MAP_BYTES_PER_ENTRY,
-    )?;
-    Ok(value)
+    let value: u64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number"))?;
+    check_map_entries(value)
 }
 
 #[cfg(test)]

@@ -5,24 +5,14 @@
 //! same [`FlowKey`], and a frame replayed from a file is treated as it would be live.
 //! Parsing borrows the frame and allocates nothing.
 
+use serveflow_common::wire::{
+    ipv6_ext, ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ETH_P_MPLS_MC,
+    ETH_P_MPLS_UC, ETH_P_PPPOE_SESSION, IPV6_HLEN, MAX_IPV6_EXT, MAX_L4_OFFSET, MAX_MPLS_LABELS,
+    MAX_VLAN_TAGS, MPLS_HLEN, PPPOE_HLEN, PPP_IPV4, PPP_IPV6, VLAN_HLEN,
+};
 use serveflow_common::{flow_key::ipv4_mapped, proto, FlowKey, XdpCounter};
 
 use crate::frame::LinkType;
-
-const ETH_HLEN: usize = 14;
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-const MAX_VLAN_TAGS: usize = 2;
-const MAX_IPV6_EXT: usize = 6;
-const MAX_L4_OFFSET: usize = 512;
-const ETH_P_PPPOE_SESSION: u16 = 0x8864;
-const ETH_P_MPLS_UC: u16 = 0x8847;
-const ETH_P_MPLS_MC: u16 = 0x8848;
-const MAX_MPLS_LABELS: usize = 4;
-const PPP_IPV4: u16 = 0x0021;
-const PPP_IPV6: u16 = 0x0057;
 
 /// Why a frame carries no trackable TCP/UDP flow. Shares its meaning (and counter slot) with
 /// the XDP program's pass reasons.
@@ -151,7 +141,7 @@ impl Packet<'_> {
         };
         let end = match self.ip {
             IpVersion::V4 => field(self.l3 + 2).map(|total| self.l3 + total),
-            IpVersion::V6 => field(self.l3 + 4).map(|payload| self.l3 + 40 + payload),
+            IpVersion::V6 => field(self.l3 + 4).map(|payload| self.l3 + IPV6_HLEN + payload),
         };
         end.unwrap_or(self.frame.len()).min(self.frame.len())
     }
@@ -204,13 +194,13 @@ pub fn parse_ethernet(frame: &[u8]) -> Result<Packet<'_>, Skip> {
             break;
         }
         ether_type = be16(frame, l3 + 2)?;
-        l3 += 4;
+        l3 += VLAN_HLEN;
     }
     match ether_type {
         // PPPoE session: 6-byte PPPoE header, then the 2-byte PPP protocol.
-        ETH_P_PPPOE_SESSION => match be16(frame, l3 + 6)? {
-            PPP_IPV4 => parse_ipv4(frame, l3 + 8),
-            PPP_IPV6 => parse_ipv6(frame, l3 + 8),
+        ETH_P_PPPOE_SESSION => match be16(frame, l3 + PPPOE_HLEN - 2)? {
+            PPP_IPV4 => parse_ipv4(frame, l3 + PPPOE_HLEN),
+            PPP_IPV6 => parse_ipv6(frame, l3 + PPPOE_HLEN),
             _ => Err(Skip::NotIp),
         },
         ETH_P_MPLS_UC | ETH_P_MPLS_MC => parse_mpls(frame, l3),
@@ -222,8 +212,8 @@ pub fn parse_ethernet(frame: &[u8]) -> Result<Packet<'_>, Skip> {
 /// its version read from the first nibble.
 fn parse_mpls(frame: &[u8], mut l3: usize) -> Result<Packet<'_>, Skip> {
     for _ in 0..MAX_MPLS_LABELS {
-        let label = bytes::<4>(frame, l3)?;
-        l3 += 4;
+        let label = bytes::<MPLS_HLEN>(frame, l3)?;
+        l3 += MPLS_HLEN;
         if label[2] & 0x01 != 0 {
             return match bytes::<1>(frame, l3)?[0] >> 4 {
                 4 => parse_ipv4(frame, l3),
@@ -326,21 +316,21 @@ fn parse_ipv6(frame: &[u8], l3: usize) -> Result<Packet<'_>, Skip> {
     let src = bytes::<16>(frame, l3 + 8)?;
     let dst = bytes::<16>(frame, l3 + 24)?;
     let mut next = fixed[6];
-    let mut offset = l3 + 40;
+    let mut offset = l3 + IPV6_HLEN;
     for _ in 0..MAX_IPV6_EXT {
         match next {
-            0 | 43 | 60 => {
+            ipv6_ext::HOP_BY_HOP | ipv6_ext::ROUTING | ipv6_ext::DEST_OPTS => {
                 let ext = bytes::<2>(frame, offset)?;
                 next = ext[0];
                 offset += (usize::from(ext[1]) + 1) * 8;
             }
-            51 => {
+            ipv6_ext::AUTH => {
                 let ext = bytes::<2>(frame, offset)?;
                 next = ext[0];
                 offset += (usize::from(ext[1]) + 2) * 4;
             }
-            44 => return Err(Skip::Fragment),
-            59 => return Err(Skip::NotTcpUdp),
+            ipv6_ext::FRAGMENT => return Err(Skip::Fragment),
+            ipv6_ext::NO_NEXT => return Err(Skip::NotTcpUdp),
             _ => {
                 if offset > MAX_L4_OFFSET {
                     return Err(Skip::Malformed);

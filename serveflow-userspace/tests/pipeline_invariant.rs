@@ -18,16 +18,17 @@ use std::{
 use serveflow::{
     capture::{amplify::Amplified, synthetic::tcp_flows},
     config::PoolConfig,
+    config::{Mode, Speed},
     frame::{CapturedPacket, Input, LinkType},
     model::dir::ModelDir,
-    pipeline::{self, cascade::Cascade, Feed, Mode, PipelineConfig, RunResult, Speed},
+    pipeline::{self, cascade::Cascade, Feed, PipelineConfig, RunResult},
     verdict::VerdictOutput,
 };
 
 fn cascade(mode: Mode) -> Arc<Cascade> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/service");
     let mut c = Cascade::from_models(ModelDir::load(&dir).unwrap());
-    mode.apply(&mut c);
+    c.apply_mode(mode);
     Arc::new(c)
 }
 

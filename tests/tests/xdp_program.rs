@@ -372,9 +372,13 @@ fn steering_passes_what_userspace_no_longer_needs() {
         let map = ebpf.map_mut("ACTIONS").unwrap();
         let mut actions: aya::maps::Array<&mut aya::maps::MapData, u32> =
             aya::maps::Array::try_from(map).unwrap();
-        actions.set(5, serveflow_common::action::DROP, 0).unwrap();
+        actions
+            .set(5, serveflow_common::Action::Drop as u32, 0)
+            .unwrap();
         // Class 7's action is mark 0x10.
-        actions.set(7, serveflow_common::action::MARK, 0).unwrap();
+        actions
+            .set(7, serveflow_common::Action::Mark as u32, 0)
+            .unwrap();
         let map = ebpf.map_mut("MARKS").unwrap();
         let mut marks: aya::maps::Array<&mut aya::maps::MapData, u32> =
             aya::maps::Array::try_from(map).unwrap();

@@ -9,32 +9,11 @@
 use aya_ebpf::programs::XdpContext;
 use serveflow_common::{flow_key::ipv4_mapped, proto, XdpCounter};
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-const VLAN_HLEN: usize = 4;
-const ETH_P_PPPOE_SESSION: u16 = 0x8864;
-const ETH_P_MPLS_UC: u16 = 0x8847;
-const ETH_P_MPLS_MC: u16 = 0x8848;
-const MAX_MPLS_LABELS: usize = 4;
-const PPP_IPV4: u16 = 0x0021;
-const PPP_IPV6: u16 = 0x0057;
-const MAX_VLAN_TAGS: usize = 2;
-const IPV6_HLEN: usize = 40;
-/// Extension headers walked before giving up (counted as malformed).
-const MAX_IPV6_EXT: usize = 6;
-/// No L4 header starts later than this in a frame we accept (bounds offsets for the verifier).
-const MAX_L4_OFFSET: usize = 512;
-
-/// IPv6 next-header values of extension headers we walk over.
-const IPV6_HOP_BY_HOP: u8 = 0;
-const IPV6_ROUTING: u8 = 43;
-const IPV6_FRAGMENT: u8 = 44;
-const IPV6_AUTH: u8 = 51;
-const IPV6_NO_NEXT: u8 = 59;
-const IPV6_DEST_OPTS: u8 = 60;
+use serveflow_common::wire::{
+    ipv6_ext, ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ETH_P_MPLS_MC,
+    ETH_P_MPLS_UC, ETH_P_PPPOE_SESSION, IPV6_HLEN, MAX_IPV6_EXT, MAX_L4_OFFSET, MAX_MPLS_LABELS,
+    MAX_VLAN_TAGS, MPLS_HLEN, PPPOE_HLEN, PPP_IPV4, PPP_IPV6, VLAN_HLEN,
+};
 
 /// The 5-tuple of a TCP/UDP packet as it travels (not normalised).
 pub struct Parsed {
@@ -79,17 +58,17 @@ pub fn parse_l4(ctx: &XdpContext) -> Result<Parsed, XdpCounter> {
         ETH_P_IPV4 => parse_ipv4(ctx, l3)?,
         ETH_P_IPV6 => parse_ipv6(ctx, l3)?,
         // PPPoE session: 6-byte PPPoE header, then the 2-byte PPP protocol.
-        ETH_P_PPPOE_SESSION => match read_be16(ctx, l3 + 6)? {
-            PPP_IPV4 => parse_ipv4(ctx, l3 + 8)?,
-            PPP_IPV6 => parse_ipv6(ctx, l3 + 8)?,
+        ETH_P_PPPOE_SESSION => match read_be16(ctx, l3 + PPPOE_HLEN - 2)? {
+            PPP_IPV4 => parse_ipv4(ctx, l3 + PPPOE_HLEN)?,
+            PPP_IPV6 => parse_ipv6(ctx, l3 + PPPOE_HLEN)?,
             _ => return Err(XdpCounter::PassNotIp),
         },
         ETH_P_MPLS_UC | ETH_P_MPLS_MC => {
             let mut at = l3;
             let mut bottom = false;
             for _ in 0..MAX_MPLS_LABELS {
-                let label = read::<[u8; 4]>(ctx, at)?;
-                at += 4;
+                let label = read::<[u8; MPLS_HLEN]>(ctx, at)?;
+                at += MPLS_HLEN;
                 if label[2] & 0x01 != 0 {
                     bottom = true;
                     break;
@@ -176,18 +155,18 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Result<([u8; 16], [u8; 16], u8, us
     let mut offset = l3 + IPV6_HLEN;
     for _ in 0..MAX_IPV6_EXT {
         match next {
-            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS => {
+            ipv6_ext::HOP_BY_HOP | ipv6_ext::ROUTING | ipv6_ext::DEST_OPTS => {
                 let ext = read::<[u8; 2]>(ctx, offset)?;
                 next = ext[0];
                 offset += (usize::from(ext[1]) + 1) * 8;
             }
-            IPV6_AUTH => {
+            ipv6_ext::AUTH => {
                 let ext = read::<[u8; 2]>(ctx, offset)?;
                 next = ext[0];
                 offset += (usize::from(ext[1]) + 2) * 4;
             }
-            IPV6_FRAGMENT => return Err(XdpCounter::PassFragment),
-            IPV6_NO_NEXT => return Err(XdpCounter::PassNotTcpUdp),
+            ipv6_ext::FRAGMENT => return Err(XdpCounter::PassFragment),
+            ipv6_ext::NO_NEXT => return Err(XdpCounter::PassNotTcpUdp),
             _ => return Ok((src, dst, next, bounded(offset)?)),
         }
         offset = bounded(offset)?;

@@ -18,25 +18,82 @@ use std::{
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::{
+use serveflow::{
     capture::{amplify::Amplified, inputs, merge::MergedCaptures},
-    config::PoolConfig,
+    config::{Mode, PoolConfig, Speed},
     flow::FlowConfig,
     frame::{CapturedPacket, Input},
     labels::{FlowLabels, Split, Task},
+    limits::{self, Choice as _},
     model::{bundled, dir::ModelDir},
     parse,
-    pipeline::{self, cascade::Cascade, output::Truth, Feed, Mode, PipelineConfig, Speed},
+    pipeline::{self, cascade::Cascade, output::Truth, Feed, PipelineConfig},
     verdict::VerdictOutput,
 };
+
+use super::args::{self, ConfigArgs, ModelArgs, WaitArgs};
+
+/// `serveflow bench`: serving benchmark: fast-only vs slow-only vs cascade accuracy and
+/// latency on the held-out test captures, then service rate on amplified captures over 1..N
+/// workers.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Data folder (../shared/data layout: labels/, ndpi/pcap/, iot_sentinel/).
+    #[arg(long, default_value = "../shared/data")]
+    pub data: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[command(flatten)]
+    pub models: ModelArgs,
+    /// Distinct flows the rate run amplifies the captures to.
+    #[arg(long, default_value_t = 2_000_000, value_parser = limits::int::<u64>(1..=1_000_000_000, "at most a billion"))]
+    pub flows: u64,
+    /// Largest fast-path worker count of the scaling run (at most 4 per core).
+    #[arg(long, default_value_t = 1, value_parser = args::threads())]
+    pub max_workers: usize,
+    #[command(flatten)]
+    pub waits: WaitArgs,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Skip captures that cannot be read (listed) instead of stopping.
+    #[arg(long)]
+    pub keep_going: bool,
+}
+
+impl BenchArgs {
+    /// Runs the benchmark with the file's models and waits under the flags.
+    pub fn run(&self) -> anyhow::Result<()> {
+        let mut c = self.config.load()?;
+        self.models.apply(&mut c);
+        self.waits.apply(&mut c);
+        if self.keep_going {
+            c.capture.keep_going = true;
+        }
+        let c = args::checked(c)?;
+        run(&BenchOptions {
+            data: self.data.clone(),
+            models: c.pipeline.models,
+            task: c.pipeline.task,
+            flows: self.flows,
+            max_workers: self.max_workers,
+            max_wait_ms: c.pipeline.max_wait_ms,
+            fast_wait_ms: c.pipeline.fast_wait_ms,
+            out: self.out.clone(),
+            keep_going: c.capture.keep_going,
+        })
+    }
+}
 
 /// Options of `serveflow bench`.
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
     /// Data folder (`../shared/data` layout).
     pub data: PathBuf,
-    /// Models directory (default: the bundled service models).
+    /// Models directory (default: the bundled models of `task`).
     pub models: Option<PathBuf>,
+    /// Task of the bundled models.
+    pub task: String,
     /// Distinct flows to amplify the rate run to.
     pub flows: u64,
     /// Largest worker count of the scaling run.
@@ -105,16 +162,16 @@ pub struct RateRow {
 
 fn cascade(models: &Path, mode: Mode) -> anyhow::Result<Arc<Cascade>> {
     let mut c = Cascade::from_models(ModelDir::load(models)?);
-    mode.apply(&mut c);
+    c.apply_mode(mode);
     Ok(Arc::new(c))
 }
 
 /// Runs the benchmark and prints its tables.
 pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     if let Some(path) = &opts.out {
-        crate::report::files::check_output_file(path).context("--out")?;
+        serveflow::report::files::check_output_file(path).context("--out")?;
     }
-    let models = bundled::resolve(opts.models.as_deref(), "service")?;
+    let models = bundled::resolve(opts.models.as_deref(), &opts.task)?;
     let manifest = ModelDir::load(&models)?.manifest;
     let task = Task::from_name(&manifest.task).context("the models' task has no labels")?;
     let labels_path = opts.data.join("labels");

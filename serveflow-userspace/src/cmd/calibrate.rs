@@ -12,16 +12,103 @@ use std::{
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::{
+use serveflow::{
     calibrate::{
         answers, calibrate, ece, evaluate, fit_temperature, routed, Answers, Calibration, Outcome,
         Target, MIN_SUPPORT,
     },
     capture::inputs,
+    config::wait_ns,
     labels::{FlowLabels, Split, Task},
+    limits::{self, Choice as _},
     model::dir::{ModelDir, MANIFEST},
-    pipeline::{cascade::Cascade, wait_ns},
+    pipeline::cascade::Cascade,
 };
+
+use super::args::{self, choice, ConfigArgs, WaitArgs};
+
+/// `serveflow calibrate`: pick routing thresholds on labeled captures for a target and write
+/// them into a models directory's manifest.
+#[derive(clap::Args, Debug)]
+pub struct CalibrateArgs {
+    /// Models directory to calibrate.
+    #[arg(long)]
+    pub models: PathBuf,
+    /// nfstream per-flow label CSV, or a labels folder (every *nfstream_flows.csv in it).
+    #[arg(long)]
+    pub labels: PathBuf,
+    /// Which captures of the bundled split to fit on.
+    #[arg(long, value_parser = choice::<Split>(), default_value = "calibration")]
+    pub split: Split,
+    /// Which captures to check the result on, side by side.
+    #[arg(long, value_parser = choice::<Split>(), default_value = "test")]
+    pub check: Split,
+    /// Target: cascade macro-F1 and accuracy each at most this far below the slow stage
+    /// alone, fewest escalations.
+    #[arg(long, default_value_t = 0.005, conflicts_with = "max_escalated", value_parser = limits::real(0.0..=1.0, "a fraction"))]
+    pub max_drop: f64,
+    /// Hold only macro-F1 to --max-drop, not accuracy.
+    #[arg(long)]
+    pub f1_only: bool,
+    /// Target instead: at most this percentage of flows escalated, best macro-F1.
+    #[arg(long, value_parser = limits::real(0.0..=100.0, "a percentage"))]
+    pub max_escalated: Option<f64>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[command(flatten)]
+    pub waits: WaitArgs,
+    /// Write the calibrated models into this new directory.
+    #[arg(long, conflicts_with_all = ["in_place", "dry_run"])]
+    pub out: Option<PathBuf>,
+    /// Rewrite the models directory's manifest, keeping the previous one as
+    /// serveflow-model.toml.prev.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub in_place: bool,
+    /// Print the result only.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Skip inputs that cannot be read (listed in the result) instead of stopping.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Capture files or folders.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+}
+
+impl CalibrateArgs {
+    /// Runs `serveflow calibrate` with the file's waits under the flags.
+    pub fn run(&self) -> anyhow::Result<()> {
+        let output = match (&self.out, self.in_place, self.dry_run) {
+            (Some(dir), _, _) => Output::NewDir(dir.clone()),
+            (None, true, _) => Output::InPlace,
+            (None, false, true) => Output::DryRun,
+            (None, false, false) => anyhow::bail!(
+                "say where the calibrated models go: --out DIR (a new directory), --in-place, or --dry-run"
+            ),
+        };
+        let mut c = self.config.load()?;
+        self.waits.apply(&mut c);
+        if self.keep_going {
+            c.capture.keep_going = true;
+        }
+        let c = args::checked(c)?;
+        run(&CalibrateOptions {
+            models: self.models.clone(),
+            inputs: self.inputs.clone(),
+            labels: self.labels.clone(),
+            split: self.split,
+            check: Some(self.check),
+            waits_ms: (c.pipeline.fast_wait_ms, c.pipeline.max_wait_ms),
+            output,
+            keep_going: c.capture.keep_going,
+            target: match self.max_escalated {
+                Some(pct) => Target::MaxEscalated(pct / 100.0),
+                None if self.f1_only => Target::MaxF1Drop(self.max_drop),
+                None => Target::MaxDrop(self.max_drop),
+            },
+        })
+    }
+}
 
 /// Fewest labeled flows a calibration may be fitted on: below it, thresholds fit noise.
 pub const MIN_FLOWS: usize = 200;

@@ -7,15 +7,101 @@ use std::{
 
 use anyhow::Context as _;
 
-use crate::{
+use serveflow::{
     capture::inputs,
     extract::{extract, FlowRecord},
     features::{FeatureSpec, FeatureState},
     flow::FlowConfig,
+    limits,
     periodic::PeriodicExport,
     pipeline::summary::counts,
     services::ServiceMap,
 };
+
+use super::args::{self, ConfigArgs};
+
+/// `serveflow extract`: read pcap/pcapng files as one timeline and write one row per TCP/UDP
+/// flow.
+#[derive(clap::Args, Debug)]
+pub struct ExtractArgs {
+    /// Capture files or folders.
+    #[arg(required = true)]
+    pub captures: Vec<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Csv)]
+    pub format: Format,
+    /// Output file (default: stdout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Idle timeout in seconds [default: 120].
+    #[arg(long, value_parser = args::timeout_s())]
+    pub idle_timeout: Option<u64>,
+    /// Active timeout in seconds [default: 1800].
+    #[arg(long, value_parser = args::timeout_s())]
+    pub active_timeout: Option<u64>,
+    /// End TCP flows at FIN/RST.
+    #[arg(long)]
+    pub end_on_fin_rst: bool,
+    /// Feature sets: comma list of stats, nprint, nprint-ipv6, payload:N (or none).
+    #[arg(long, default_value = "stats")]
+    pub features: FeatureSpec,
+    /// Packets per flow the features cover (1..=64).
+    #[arg(long, default_value_t = FeatureSpec::default().packets, value_parser = limits::int::<u32>(1..=u64::from(limits::MAX_PACKETS), "the deepest a stage may wait for"))]
+    pub packets: u32,
+    /// Features see only the packets within this many ms of a flow's first (what a stage
+    /// with this wait has when it decides).
+    #[arg(long, value_parser = args::wait_ms())]
+    pub within_ms: Option<f64>,
+    /// Print the cost of each feature set (CPU per packet, state and output per flow).
+    #[arg(long)]
+    pub profile: bool,
+    /// Services file (TOML: names, domain patterns, IP prefixes).
+    #[arg(long)]
+    pub services: Option<PathBuf>,
+    /// Write periodic per-flow and per-service counters (JSON lines) to this file.
+    #[arg(long)]
+    pub counters: Option<PathBuf>,
+    /// Interval of the periodic counters, in milliseconds of capture time.
+    #[arg(long, default_value_t = 1000, value_parser = limits::int::<u64>(1..=86_400_000, "at most a day"))]
+    pub interval_ms: u64,
+    /// Skip inputs that cannot be read (listed at the end) instead of stopping.
+    #[arg(long)]
+    pub keep_going: bool,
+}
+
+impl ExtractArgs {
+    /// Runs `serveflow extract` with the file's `[flow]` and `[capture]` under the flags.
+    pub fn run(&self) -> anyhow::Result<()> {
+        let mut c = self.config.load()?;
+        args::set(&mut c.flow.idle_timeout_s, self.idle_timeout);
+        args::set(&mut c.flow.active_timeout_s, self.active_timeout);
+        if self.end_on_fin_rst {
+            c.flow.end_on_fin_rst = true;
+        }
+        if self.keep_going {
+            c.capture.keep_going = true;
+        }
+        let c = args::checked(c)?;
+        run(&ExtractOptions {
+            captures: self.captures.clone(),
+            format: self.format,
+            out: self.out.clone(),
+            flow: c.flow,
+            features: FeatureSpec {
+                packets: self.packets,
+                horizon_ns: self.within_ms.map_or(u64::MAX, serveflow::config::wait_ns),
+                ..self.features
+            },
+            profile: self.profile,
+            services: self.services.clone(),
+            counters: self.counters.clone(),
+            interval_ms: self.interval_ms,
+            keep_going: c.capture.keep_going,
+        })
+    }
+}
 
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -198,7 +284,7 @@ pub fn run(opts: &ExtractOptions) -> anyhow::Result<()> {
 /// `--profile`: the cost of each feature set over the captures (held in memory so disk reads
 /// do not count), as a Markdown table on stdout or in `--out`.
 fn run_profile(opts: &ExtractOptions, files: &[PathBuf]) -> anyhow::Result<()> {
-    let packets: Vec<_> = crate::capture::merge::MergedCaptures::open(files)?.collect();
+    let packets: Vec<_> = serveflow::capture::merge::MergedCaptures::open(files)?.collect();
     let n = opts.features.packets;
     let spec = |s: &str| -> anyhow::Result<Option<FeatureSpec>> {
         let parsed: FeatureSpec = s.parse()?;
@@ -232,8 +318,8 @@ fn run_profile(opts: &ExtractOptions, files: &[PathBuf]) -> anyhow::Result<()> {
             spec("nprint-ipv6,payload:32")?,
         ),
     ];
-    let rows = crate::profile::profile(&packets, opts.flow, &specs, 5);
-    let table = crate::profile::markdown(&rows);
+    let rows = serveflow::profile::profile(&packets, opts.flow, &specs, 5);
+    let table = serveflow::profile::markdown(&rows);
     match &opts.out {
         Some(path) => {
             std::fs::write(path, &table).with_context(|| format!("writing {}", path.display()))?

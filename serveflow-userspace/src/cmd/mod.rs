@@ -1,5 +1,7 @@
-//! Subcommands of the `serveflow` binary, one module each.
+//! The subcommands of the `serveflow` binary, one module each, each owning its `Args`;
+//! [`args`] holds the option groups several of them flatten in.
 
+pub mod args;
 pub mod bench;
 pub mod calibrate;
 pub mod extract;
@@ -7,3 +9,4 @@ pub mod models;
 pub mod replay;
 pub mod run;
 pub mod status;
+pub mod train;

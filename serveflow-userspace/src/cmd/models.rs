@@ -9,19 +9,66 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use std::process::ExitCode;
+
 use anyhow::Context as _;
 
-use crate::{
+use serveflow::{
+    config::wait_ns,
     extract::extract,
     flow::FlowConfig,
     model::{bundled, dir::ModelDir},
-    pipeline::{
-        cascade::{Cascade, ServeState},
-        wait_ns, DEFAULT_FAST_WAIT_MS, DEFAULT_MAX_WAIT_MS,
-    },
+    pipeline::cascade::{Cascade, ServeState},
     router::argmax,
     services::ServiceMap,
 };
+
+use super::args::{self, ConfigArgs, ModelArgs, WaitArgs};
+
+/// `serveflow models`: show a models directory (the bundled one when none is named); with
+/// captures, run every stage on every flow and tally their classes.
+#[derive(clap::Args, Debug)]
+pub struct ModelsArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[command(flatten)]
+    pub models: ModelArgs,
+    #[command(flatten)]
+    pub waits: WaitArgs,
+    /// Only check this models directory (manifest, model files, a self-test inference
+    /// per stage): exit 0 when it can serve, 1 when not.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["captures", "models"])]
+    pub check: Option<PathBuf>,
+    /// With --check: print the result as JSON.
+    #[arg(long, requires = "check")]
+    pub json: bool,
+    /// Capture files to classify.
+    pub captures: Vec<PathBuf>,
+}
+
+impl ModelsArgs {
+    /// Runs `serveflow models`: exit 1 when `--check` finds the directory cannot serve.
+    pub fn run(&self) -> anyhow::Result<ExitCode> {
+        if let Some(dir) = &self.check {
+            return Ok(if check(dir, self.json)? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        let mut c = self.config.load()?;
+        self.models.apply(&mut c);
+        self.waits.apply(&mut c);
+        let c = args::checked(c)?;
+        run(&ModelsOptions {
+            task: c.pipeline.task,
+            models: c.pipeline.models,
+            captures: self.captures.clone(),
+            waits_ms: (c.pipeline.fast_wait_ms, c.pipeline.max_wait_ms),
+        })?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
 
 /// Options of `serveflow models`.
 #[derive(Clone, Debug)]
@@ -32,6 +79,8 @@ pub struct ModelsOptions {
     pub models: Option<PathBuf>,
     /// Captures to classify.
     pub captures: Vec<PathBuf>,
+    /// The serving waits the stages see flows through (ms): inline, slow.
+    pub waits_ms: (f64, f64),
 }
 
 /// Per-class tallies of a classification pass.
@@ -51,12 +100,16 @@ pub struct Tally {
     pub agree: u64,
 }
 
-/// Runs every stage of `models` on every TCP/UDP flow of `captures`, with the default
-/// serving waits.
-pub fn classify(models: ModelDir, captures: &[PathBuf]) -> anyhow::Result<Tally> {
+/// Runs every stage of `models` on every TCP/UDP flow of `captures`, each stage seeing the
+/// flow through its serving wait (`waits_ms`: inline, slow).
+pub fn classify(
+    models: ModelDir,
+    captures: &[PathBuf],
+    waits_ms: (f64, f64),
+) -> anyhow::Result<Tally> {
     let cascade = Cascade::from_models(models);
     let k = cascade.classes.len();
-    let specs = cascade.specs_within(wait_ns(DEFAULT_FAST_WAIT_MS), wait_ns(DEFAULT_MAX_WAIT_MS));
+    let specs = cascade.specs_within(wait_ns(waits_ms.0), wait_ns(waits_ms.1));
     let stages = cascade.inline.len();
     let mut tally = Tally {
         stages: cascade
@@ -136,7 +189,7 @@ fn describe(models: &ModelDir, out: &mut impl std::io::Write) -> std::io::Result
         m.classes.len(),
         m.classes.join(", ")
     )?;
-    let routing = |r: &crate::model::dir::RoutingConfig| {
+    let routing = |r: &serveflow::model::dir::RoutingConfig| {
         format!(
             "escalate when {} uncertainty > {} ({} per-class thresholds), temperature {:.3}",
             serde_json::to_value(r.uncertainty)
@@ -231,7 +284,7 @@ pub fn run(opts: &ModelsOptions) -> anyhow::Result<()> {
         return Ok(());
     }
     let classes = models.manifest.classes.clone();
-    let tally = classify(models, &opts.captures)
+    let tally = classify(models, &opts.captures, opts.waits_ms)
         .with_context(|| format!("classifying {}", show(&opts.captures)))?;
     let pct = |n: u64| 100.0 * n as f64 / tally.flows.max(1) as f64;
     let decided: Vec<String> = tally

@@ -9,10 +9,13 @@ use std::{
 
 use anyhow::Context as _;
 
-use crate::{
+use clap::Args;
+use serveflow::{
     capture::{inputs, merge::MergedCaptures},
+    config::{Config, Speed},
     frame::Input,
     labels::{FlowLabels, Split, Task},
+    limits::Choice as _,
     model::{bundled, dir::ModelDir},
     pipeline::{
         self,
@@ -25,39 +28,87 @@ use crate::{
     verdict::VerdictOutput,
 };
 
-/// Options of `serveflow replay`.
+use super::args::{self, ConfigArgs, ModelArgs, OutputArgs, RoutingArgs, ServingArgs};
+
+/// `serveflow replay`: classify the flows of capture files with the fast-slow pipeline: one
+/// verdict per flow, a summary, and an HDR latency report.
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// Capture files or folders (searched for .pcap, .pcapng, .cap); read as one timeline.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[command(flatten)]
+    pub models: ModelArgs,
+    /// max (service rate), realtime or a factor (capture pace), virtual (latency from
+    /// capture timestamps plus measured serving time; fast) [default: virtual].
+    #[arg(long, value_parser = args::speed())]
+    pub speed: Option<Speed>,
+    #[command(flatten)]
+    pub serving: ServingArgs,
+    #[command(flatten)]
+    pub routing: RoutingArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// nfstream per-flow label CSV, to score the verdicts.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Which captures of the bundled models' split to replay (all but `all` need --labels):
+    /// held-out = not trained on; calibration / test = its two halves.
+    #[arg(long, value_parser = args::choice::<Split>(), default_value = "all")]
+    pub split: Split,
+    /// Skip inputs that cannot be read (listed in the summary) instead of stopping.
+    #[arg(long)]
+    pub keep_going: bool,
+}
+
+impl ReplayArgs {
+    /// The configuration: the file's (or the defaults), the flags over it.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let mut c = self.config.load()?;
+        self.models.apply(&mut c);
+        args::set(&mut c.capture.speed, self.speed);
+        self.serving.apply(&mut c);
+        self.routing.apply(&mut c);
+        self.output.apply(&mut c);
+        if self.keep_going {
+            c.capture.keep_going = true;
+        }
+        args::checked(c)
+    }
+
+    /// Runs `serveflow replay`.
+    pub fn run(&self) -> anyhow::Result<()> {
+        run(&Replay {
+            config: self.config()?,
+            inputs: self.inputs.clone(),
+            labels: self.labels.clone(),
+            split: self.split,
+        })
+    }
+}
+
+/// What one replay reads and how.
 #[derive(Clone, Debug)]
-pub struct ReplayOptions {
+pub struct Replay {
+    /// Settings.
+    pub config: Config,
     /// Capture files or folders (searched for .pcap, .pcapng, .cap).
     pub inputs: Vec<PathBuf>,
-    /// Models directory (default: the bundled models of `task`).
-    pub models: Option<PathBuf>,
-    /// Task of the bundled models.
-    pub task: String,
-    /// Pipeline settings.
-    pub pipeline: PipelineConfig,
-    /// Verdict lines: a file, `-` for stdout, none to only count them.
-    pub out: Option<PathBuf>,
-    /// Report directory.
-    pub report: Option<PathBuf>,
     /// Label file (nfstream's per-flow CSV) to score the verdicts against.
     pub labels: Option<PathBuf>,
     /// Which files of the bundled models' split to replay (other than `all` needs labels).
     pub split: Split,
-    /// Cascade or one stage alone.
-    pub mode: pipeline::Mode,
-    /// Global routing threshold overriding the models directory's.
-    pub threshold: Option<f64>,
-    /// Skip unreadable inputs (listed in the summary) instead of stopping.
-    pub keep_going: bool,
 }
 
 /// Loads the models, the labels and the inputs, runs the pipeline, writes the report.
-pub fn run(opts: &ReplayOptions) -> anyhow::Result<()> {
-    if let Some(report) = &opts.report {
+pub fn run(opts: &Replay) -> anyhow::Result<()> {
+    let c = &opts.config;
+    if let Some(report) = &c.export.report {
         files::prepare(report).context("--report")?;
     }
-    let dir = bundled::resolve(opts.models.as_deref(), &opts.task)?;
+    let dir = bundled::resolve(c.pipeline.models.as_deref(), &c.pipeline.task)?;
     let models = ModelDir::load(&dir)?;
     let manifest = models.manifest.clone();
     let mut found = inputs::find(&opts.inputs);
@@ -88,7 +139,7 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<()> {
             );
         }
     }
-    let inputs = found.open(opts.keep_going)?;
+    let inputs = found.open(c.capture.keep_going)?;
     for u in &inputs.skipped {
         log::warn!("skipping unreadable input: {u}");
     }
@@ -105,22 +156,22 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<()> {
         }
         Arc::new(t)
     });
-    let verdicts = VerdictOutput::to_path(opts.out.as_deref()).with_context(|| {
+    let verdicts = VerdictOutput::to_path(c.export.out.as_deref()).with_context(|| {
         format!(
             "creating {}",
-            opts.out.as_deref().unwrap_or(Path::new("-")).display()
+            c.export.out.as_deref().unwrap_or(Path::new("-")).display()
         )
     })?;
     let mut cascade = Cascade::from_models(models);
-    if let Some(t) = opts.threshold {
+    if let Some(t) = c.routing.threshold {
         cascade.set_threshold(t);
     }
-    opts.mode.apply(&mut cascade);
+    cascade.apply_mode(c.pipeline.mode);
     let cascade = Arc::new(cascade);
     let mut captures = MergedCaptures::open(&files)?;
     let result = pipeline::run(
         cascade,
-        &opts.pipeline,
+        &PipelineConfig::from_config(c, 1),
         Feed::Shared(captures.by_ref().map(Input::Packet)),
         &verdicts,
         truth,
@@ -147,7 +198,7 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<()> {
     );
     let stderr = &mut std::io::stderr().lock();
     summary.write_lines(stderr)?;
-    if let Some(report) = &opts.report {
+    if let Some(report) = &c.export.report {
         let config = effective_config(opts, &dir, &manifest, &files);
         files::write(report, &result.stats, &summary, &config, result.started)?;
         writeln!(stderr, "report:    {}", report.display())?;
@@ -158,32 +209,32 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The report's `config.toml`: the settings that ran (a valid `--config`, with the models
+/// directory resolved), after comment lines naming the inputs, labels and models.
 fn effective_config(
-    opts: &ReplayOptions,
+    opts: &Replay,
     models: &Path,
-    manifest: &crate::model::dir::Manifest,
+    manifest: &serveflow::model::dir::Manifest,
     files: &[PathBuf],
 ) -> String {
-    #[derive(serde::Serialize)]
-    struct Effective<'a> {
-        models: String,
-        inputs: Vec<String>,
-        labels: Option<String>,
-        split: Split,
-        mode: pipeline::Mode,
-        threshold: Option<f64>,
-        pipeline: &'a PipelineConfig,
-        manifest: &'a crate::model::dir::Manifest,
+    let mut config = opts.config.clone();
+    config.pipeline.models = Some(models.to_owned());
+    let mut head = String::from("# serveflow replay: the settings that ran (usable as --config)\n");
+    for f in files {
+        head.push_str(&format!("# input: {}\n", f.display()));
     }
-    let e = Effective {
-        models: models.display().to_string(),
-        inputs: files.iter().map(|f| f.display().to_string()).collect(),
-        labels: opts.labels.as_ref().map(|l| l.display().to_string()),
-        split: opts.split,
-        mode: opts.mode,
-        threshold: opts.threshold,
-        pipeline: &opts.pipeline,
-        manifest,
-    };
-    toml::to_string(&e).unwrap_or_else(|err| format!("# config not serialisable: {err}\n"))
+    if let Some(l) = &opts.labels {
+        head.push_str(&format!(
+            "# labels: {} (split {})\n",
+            l.display(),
+            opts.split.name()
+        ));
+    }
+    head.push_str(&format!(
+        "# models: task {}, {} classes, {} inline stage(s) then the slow stage\n\n",
+        manifest.task,
+        manifest.classes.len(),
+        manifest.early.len() + 1
+    ));
+    head + &config.to_toml()
 }

@@ -5,7 +5,34 @@ use std::{io::Write as _, path::PathBuf};
 
 use serveflow_common::PIN_SCHEMA;
 
-use crate::xdp::pinned;
+use serveflow::xdp::pinned;
+
+/// `serveflow status`: live counters of running instances from their pinned maps (kernel
+/// outcomes, flow map, decided flows, steering).
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// Interface (default: [capture] interface of --config, else every interface with
+    /// pinned maps).
+    #[arg(short, long)]
+    pub interface: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub config: super::args::ConfigArgs,
+}
+
+impl StatusArgs {
+    /// Runs `serveflow status`.
+    pub fn run(&self) -> anyhow::Result<()> {
+        let config = self.config.load()?;
+        run(&StatusOptions {
+            interface: self.interface.clone().or(config.capture.interface),
+            json: self.json,
+            bpffs: PathBuf::from("/sys/fs/bpf"),
+        })
+    }
+}
 
 /// Options of `serveflow status`.
 #[derive(Clone, Debug)]

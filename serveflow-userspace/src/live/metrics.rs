@@ -10,7 +10,7 @@ use std::{
     net::{SocketAddr, TcpListener},
     path::PathBuf,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicU64, Ordering::Relaxed},
         Arc,
     },
     time::Duration,
@@ -302,43 +302,50 @@ impl VerdictHook for Hooks {
     }
 }
 
-/// Serves `GET /metrics` on `addr` until `stop`; returns the bound address.
-pub fn serve(
-    addr: SocketAddr,
-    metrics: Arc<LiveMetrics>,
-    stop: Arc<AtomicBool>,
-) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
-    let bound = listener.local_addr()?;
-    std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            while !stop.load(Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nonblocking(false);
-                        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                        let mut reader = BufReader::new(&stream);
-                        let mut request = String::new();
-                        let _ = reader.read_line(&mut request);
-                        let (status, body) = if request.starts_with("GET /metrics") {
-                            ("200 OK", metrics.render())
-                        } else {
-                            ("404 Not Found", "try /metrics\n".to_owned())
-                        };
-                        let mut w = &stream;
-                        let _ = write!(
-                            w,
-                            "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                            body.len()
-                        );
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            }
-        })?;
-    Ok(bound)
+/// The `GET /metrics` endpoint: a non-blocking listener the live session's control loop
+/// answers between its other checks (no thread of its own).
+#[derive(Debug)]
+pub struct MetricsEndpoint {
+    listener: TcpListener,
+}
+
+impl MetricsEndpoint {
+    /// Listens on `addr`.
+    pub fn bind(addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        Ok(MetricsEndpoint { listener })
+    }
+
+    /// The bound address (the port, when `addr` asked for 0).
+    pub fn addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Answers every connection waiting now; returns how many.
+    pub fn answer_pending(&self, metrics: &LiveMetrics) -> usize {
+        let mut answered = 0;
+        while let Ok((stream, _)) = self.listener.accept() {
+            answered += 1;
+            let _ = stream.set_nonblocking(false);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut reader = BufReader::new(&stream);
+            let mut request = String::new();
+            let _ = reader.read_line(&mut request);
+            let (status, body) = if request.starts_with("GET /metrics") {
+                ("200 OK", metrics.render())
+            } else {
+                ("404 Not Found", "try /metrics\n".to_owned())
+            };
+            let mut w = &stream;
+            let _ = write!(
+                w,
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+        answered
+    }
 }
 
 #[cfg(test)]
@@ -372,18 +379,21 @@ mod tests {
         hook.decided(&v, 1);
         hook.decided(&v, 1);
         assert_eq!(m.verdicts_by_stage(), [0, 2, 0]);
-        let stop = Arc::new(AtomicBool::new(false));
-        let addr = serve(
-            "127.0.0.1:0".parse().unwrap(),
-            Arc::clone(&m),
-            Arc::clone(&stop),
-        )
-        .unwrap();
-        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        let endpoint = MetricsEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut conn = std::net::TcpStream::connect(endpoint.addr().unwrap()).unwrap();
         conn.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        // The connection waits in the backlog until the control loop's next round.
+        let mut answered = 0;
+        for _ in 0..100 {
+            answered += endpoint.answer_pending(&m);
+            if answered > 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(answered, 1);
         let mut body = String::new();
         conn.read_to_string(&mut body).unwrap();
-        stop.store(true, Relaxed);
         assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
         assert!(
             body.contains("serveflow_verdicts_total{stage=\"slow\",class=\"b\"} 2"),

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::{
+    config::Mode,
     features::{FeatureSpec, FeatureState},
     flow::{Direction, FlowState},
     model::{dir::ModelDir, onnx::SlowModel, tree::TreeModel},
@@ -94,6 +95,20 @@ impl Cascade {
     pub fn set_threshold(&mut self, threshold: f64) {
         for stage in &mut self.inline {
             stage.router.thresholds.fill(threshold);
+        }
+    }
+
+    /// Routes as `mode` says: the cascade as its manifest routes it, or one stage alone.
+    pub fn apply_mode(&mut self, mode: Mode) {
+        match mode {
+            Mode::Cascade => {}
+            Mode::FastOnly => {
+                self.set_threshold(f64::NEG_INFINITY);
+                if let Some(fast) = self.inline.last_mut() {
+                    fast.router.thresholds.fill(f64::INFINITY);
+                }
+            }
+            Mode::SlowOnly => self.set_threshold(f64::NEG_INFINITY),
         }
     }
 

@@ -30,7 +30,7 @@ use std::{
 use crossbeam_channel::bounded;
 
 use crate::{
-    config::PoolConfig,
+    config::{wait_ns, Config, PoolConfig, Speed, DEFAULT_FAST_WAIT_MS, DEFAULT_MAX_WAIT_MS},
     flow::FlowConfig,
     frame::{CapturedPacket, Input},
     parse,
@@ -57,84 +57,6 @@ pub enum Feed<I> {
         /// Whether each source already delivers both directions of its flows.
         symmetric: bool,
     },
-}
-
-/// How fast a capture is fed.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Speed {
-    /// As fast as the pipeline takes it; latency is wall time (measures service rate).
-    Max,
-    /// At the capture's pace times a factor; latency is wall time, waits included.
-    Realtime(f64),
-    /// As fast as possible, latency on the virtual clock: waits for packets taken from capture
-    /// timestamps, plus measured queueing and inference.
-    Virtual,
-}
-
-impl std::str::FromStr for Speed {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "max" => Ok(Speed::Max),
-            "virtual" => Ok(Speed::Virtual),
-            "realtime" => Ok(Speed::Realtime(1.0)),
-            other => match other.parse::<f64>() {
-                Ok(f) if f > 0.0 && f.is_finite() => Ok(Speed::Realtime(f)),
-                _ => Err(format!(
-                    "{other:?}: expected max, realtime, virtual or a factor > 0 (2 = twice real time)"
-                )),
-            },
-        }
-    }
-}
-
-/// Which stages decide: the cascade as routed, or one stage alone (the baselines).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Inline stages, escalating uncertain flows to the slow pool.
-    Cascade,
-    /// The `fast` stage (the last inline one) decides every flow; earlier stages pass.
-    FastOnly,
-    /// Every flow waits for the slow stage's packets and goes to the slow pool.
-    SlowOnly,
-}
-
-impl Mode {
-    /// The mode's name on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Cascade => "cascade",
-            Mode::FastOnly => "fast-only",
-            Mode::SlowOnly => "slow-only",
-        }
-    }
-
-    /// Applies the mode to a cascade's routing.
-    pub fn apply(self, cascade: &mut Cascade) {
-        match self {
-            Mode::Cascade => {}
-            Mode::FastOnly => {
-                cascade.set_threshold(f64::NEG_INFINITY);
-                if let Some(fast) = cascade.inline.last_mut() {
-                    fast.router.thresholds.fill(f64::INFINITY);
-                }
-            }
-            Mode::SlowOnly => cascade.set_threshold(f64::NEG_INFINITY),
-        }
-    }
-}
-
-/// Default longest wait for the inline stages' packets (ms): under ServeFlow's 16 ms target,
-/// so every flow the inline stages decide is decided within it.
-pub const DEFAULT_FAST_WAIT_MS: f64 = 15.0;
-/// Default longest wait for the slow stage's packets (ms).
-pub const DEFAULT_MAX_WAIT_MS: f64 = 1000.0;
-
-/// A wait in ms as ns (negative waits are none).
-pub fn wait_ns(ms: f64) -> u64 {
-    (ms.max(0.0) * 1e6) as u64
 }
 
 /// Pipeline settings.
@@ -181,6 +103,26 @@ impl Default for PipelineConfig {
             pin: true,
             interval_ms: 1000,
             cpus: None,
+            progress: None,
+            live_origin: None,
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// The pipeline settings of a configuration; `workers` when it names none (a live run
+    /// passes 0: one per queue, decided once the queues are known).
+    pub fn from_config(c: &Config, workers: usize) -> Self {
+        PipelineConfig {
+            workers: c.pipeline.workers.unwrap_or(workers),
+            pool: c.pool,
+            flow: c.flow,
+            fast_wait_ms: c.pipeline.fast_wait_ms,
+            max_wait_ms: c.pipeline.max_wait_ms,
+            speed: c.capture.speed,
+            pin: c.pipeline.pin,
+            interval_ms: c.pipeline.interval_ms,
+            cpus: c.pipeline.cpus.clone(),
             progress: None,
             live_origin: None,
         }

@@ -51,13 +51,24 @@ const MARKS: &str = "MARKS";
 const MARKER: &str = "serveflow_mark";
 
 /// How the program is attached.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum AttachMode {
     /// Native (driver) XDP: fastest, needs driver support.
     #[default]
     Native,
     /// Generic (skb) XDP: works on any interface, slower.
     Skb,
+}
+
+impl crate::limits::Choice for AttachMode {
+    const ALL: &'static [Self] = &[AttachMode::Native, AttachMode::Skb];
+    fn name(self) -> &'static str {
+        match self {
+            AttachMode::Native => "native",
+            AttachMode::Skb => "skb",
+        }
+    }
 }
 
 impl fmt::Display for AttachMode {
@@ -276,11 +287,16 @@ impl XdpProgram {
     }
 
     /// Sets what the program does with later packets of flows decided as class `class`
-    /// (`serveflow_common::action`); for `action::MARK` also the mark, and the TC program
+    /// ([`serveflow_common::Action`]); for `Action::Mark` also the mark, and the TC program
     /// that applies it is attached on first use.
-    pub fn set_class_action(&mut self, class: u32, action: u32, mark: u32) -> Result<(), XdpError> {
-        self.set_array(ACTIONS, class, action)?;
-        if action == serveflow_common::action::MARK {
+    pub fn set_class_action(
+        &mut self,
+        class: u32,
+        action: serveflow_common::Action,
+        mark: u32,
+    ) -> Result<(), XdpError> {
+        self.set_array(ACTIONS, class, action as u32)?;
+        if action == serveflow_common::Action::Mark {
             self.set_array(MARKS, class, mark)?;
             self.attach_marker()?;
         }

@@ -106,7 +106,52 @@ pub struct Packet<'a> {
     pub proto: u8,
 }
 
+/// A parsed packet's header offsets and 5-tuple without the frame: what a thread that parsed a
+/// frame to pick its owner hands on with it, so the owner does not parse it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Headers {
+    ip: IpVersion,
+    l3: usize,
+    l4: usize,
+    src: [u8; 16],
+    dst: [u8; 16],
+    sport: u16,
+    dport: u16,
+    proto: u8,
+}
+
+impl Headers {
+    /// The packet again, over the frame it was parsed from (pair it with no other).
+    pub fn on(self, frame: &[u8]) -> Packet<'_> {
+        Packet {
+            frame,
+            ip: self.ip,
+            l3: self.l3,
+            l4: self.l4,
+            src: self.src,
+            dst: self.dst,
+            sport: self.sport,
+            dport: self.dport,
+            proto: self.proto,
+        }
+    }
+}
+
 impl Packet<'_> {
+    /// The parse, without the frame borrow.
+    pub fn headers(&self) -> Headers {
+        Headers {
+            ip: self.ip,
+            l3: self.l3,
+            l4: self.l4,
+            src: self.src,
+            dst: self.dst,
+            sport: self.sport,
+            dport: self.dport,
+            proto: self.proto,
+        }
+    }
+
     /// TCP flags byte (CWR..FIN), for TCP packets.
     pub fn tcp_flags(&self) -> Option<u8> {
         (self.proto == proto::TCP)
@@ -398,6 +443,16 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly on purpose")]
     use super::*;
     use etherparse::PacketBuilder;
+
+    #[test]
+    fn headers_carry_the_whole_parse_to_another_thread() {
+        let frame = tcp_v4(b"hello");
+        let p = parse_ethernet(&frame).unwrap();
+        let again = p.headers().on(&frame);
+        assert_eq!(again.flow_key(), p.flow_key());
+        assert_eq!((again.l3, again.l4, again.payload_len()), (p.l3, p.l4, 5));
+        assert_eq!(again.tcp_flags(), p.tcp_flags());
+    }
 
     fn tcp_v4(payload: &[u8]) -> Vec<u8> {
         let builder = PacketBuilder::ethernet2([2; 6], [4; 6])

@@ -281,26 +281,28 @@ impl<S: FlowState> FlowTable<S> {
         self.expire(ts_ns, on_end);
         let now = self.now_ns;
         let (key, reverse) = packet.flow_key();
-
-        if let Some(flow) = self.flows.peek(&key) {
-            if now.saturating_sub(flow.first_seen_ns) >= self.active_ns {
-                if let Some(flow) = self.flows.pop(&key) {
-                    self.count_end(EndReason::Active);
-                    on_end(flow, EndReason::Active);
+        // One hash-table lookup for a packet of a live flow (the common case): `get_mut`
+        // finds it and moves it to the front of the recency list, as this packet does.
+        let active_ns = self.active_ns;
+        let flow = match self.flows.get_mut(&key) {
+            Some(flow) if now.saturating_sub(flow.first_seen_ns) < active_ns => flow,
+            found => {
+                // A new flow, or one past its active timeout, which ends and starts anew.
+                let expired = found.is_some();
+                if expired {
+                    if let Some(flow) = self.flows.pop(&key) {
+                        self.count_end(EndReason::Active);
+                        on_end(flow, EndReason::Active);
+                    }
                 }
-            }
-        }
-        if !self.flows.contains(&key) {
-            if self.flows.len() >= self.config.max_flows.max(1) {
-                if let Some((_, victim)) = self.flows.pop_lru() {
-                    self.count_end(EndReason::Evicted);
-                    on_end(victim, EndReason::Evicted);
+                if self.flows.len() >= self.config.max_flows.max(1) {
+                    if let Some((_, victim)) = self.flows.pop_lru() {
+                        self.count_end(EndReason::Evicted);
+                        on_end(victim, EndReason::Evicted);
+                    }
                 }
-            }
-            self.counters.started += 1;
-            self.flows.push(
-                key,
-                Flow {
+                self.counters.started += 1;
+                self.flows.get_or_insert_mut(key, || Flow {
                     key,
                     src: packet.src,
                     sport: packet.sport,
@@ -317,12 +319,8 @@ impl<S: FlowState> FlowTable<S> {
                     state: S::new(&self.state_config),
                     initiator_is_lo: !reverse,
                     name_tries: NAME_TRIES,
-                },
-            );
-        }
-        let Some(flow) = self.flows.get_mut(&key) else {
-            // Just inserted above; unreachable, but never worth a panic on the data path.
-            return Direction::Forward;
+                })
+            }
         };
         // `reverse` says the packet goes hi -> lo; forward means from the initiator.
         let dir = if reverse != flow.initiator_is_lo {

@@ -178,16 +178,26 @@ fn pin(core: Option<core_affinity::CoreId>, enabled: bool) {
     }
 }
 
-/// The worker a frame's flow belongs to (both directions hash alike: the key is normalised).
-fn shard(packet: &CapturedPacket, workers: usize) -> usize {
-    match parse::parse_link(packet.link, &packet.data) {
-        Ok(p) => {
-            let (key, _) = p.flow_key();
+/// A frame with its parse, handed from the thread that parsed it to pick its owner to that
+/// owner, which then does not parse it again.
+struct Routed {
+    packet: CapturedPacket,
+    headers: Result<parse::Headers, parse::Skip>,
+}
+
+/// The worker a frame's flow belongs to (both directions hash alike: the key is normalised),
+/// with the frame's parse.
+fn route(packet: CapturedPacket, workers: usize) -> (usize, Routed) {
+    let headers = parse::parse_link(packet.link, &packet.data).map(|p| p.headers());
+    let owner = match &headers {
+        Ok(h) => {
+            let (key, _) = h.on(&packet.data).flow_key();
             (foldhash::fast::FixedState::with_seed(0x5e7f_10f5).hash_one(key) % workers as u64)
                 as usize
         }
         Err(_) => 0,
-    }
+    };
+    (owner, Routed { packet, headers })
 }
 
 /// Runs `source` through the pipeline of `cascade` and returns when every flow is decided.
@@ -285,21 +295,21 @@ where
         } else {
             let mut senders = Vec::new();
             for core in worker_cores {
-                let (tx, rx) = bounded::<Vec<CapturedPacket>>(64);
+                let (tx, rx) = bounded::<Vec<Routed>>(64);
                 senders.push(tx);
                 let mut w = make_worker(output());
                 worker_threads.push(scope.spawn(move || {
                     pin(core, pin_enabled);
                     for batch in rx {
-                        for p in &batch {
-                            w.packet(p);
+                        for r in &batch {
+                            w.routed(&r.packet, r.headers);
                         }
                         w.tick();
                     }
                     w.finish()
                 }));
             }
-            let mut batches: Vec<Vec<CapturedPacket>> =
+            let mut batches: Vec<Vec<Routed>> =
                 (0..workers).map(|_| Vec::with_capacity(BATCH)).collect();
             let mut pacer = Pacer::new(speed, clock);
             for input in source {
@@ -314,8 +324,8 @@ where
                     }
                 };
                 pacer.wait_idle(p.ts_ns);
-                let i = shard(&p, workers);
-                batches[i].push(p);
+                let (i, routed) = route(p, workers);
+                batches[i].push(routed);
                 // Paced input goes out packet by packet, so waits are not batched away.
                 if batches[i].len() >= BATCH || pacer.paced() {
                     let full = std::mem::replace(&mut batches[i], Vec::with_capacity(BATCH));
@@ -409,7 +419,7 @@ where
 {
     let n = sources.len().max(1);
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..n)
-        .map(|_| crossbeam_channel::unbounded::<Vec<CapturedPacket>>())
+        .map(|_| crossbeam_channel::unbounded::<Vec<Routed>>())
         .unzip();
     let mut threads = Vec::new();
     for (i, (source, inbox)) in sources.into_iter().zip(rxs).enumerate() {
@@ -418,8 +428,8 @@ where
         let core = cores.get(i).copied().flatten();
         threads.push(scope.spawn(move || {
             pin(core, pin_enabled);
-            let mut outbox: Vec<Vec<CapturedPacket>> = (0..n).map(|_| Vec::new()).collect();
-            let flush = |outbox: &mut Vec<Vec<CapturedPacket>>| {
+            let mut outbox: Vec<Vec<Routed>> = (0..n).map(|_| Vec::new()).collect();
+            let flush = |outbox: &mut Vec<Vec<Routed>>| {
                 for (j, b) in outbox.iter_mut().enumerate() {
                     if !b.is_empty() {
                         let _ = peers[j].send(std::mem::take(b));
@@ -429,12 +439,16 @@ where
             let mut since_drain = 0;
             for input in source {
                 match input {
+                    Input::Packet(p) if symmetric => {
+                        w.packet(&p);
+                        since_drain += 1;
+                    }
                     Input::Packet(p) => {
-                        let j = if symmetric { i } else { shard(&p, n) };
+                        let (j, r) = route(p, n);
                         if j == i {
-                            w.packet(&p);
+                            w.routed(&r.packet, r.headers);
                         } else {
-                            outbox[j].push(p);
+                            outbox[j].push(r);
                             if outbox[j].len() >= BATCH {
                                 let _ = peers[j].send(std::mem::take(&mut outbox[j]));
                             }
@@ -450,8 +464,8 @@ where
                 if since_drain >= BATCH {
                     since_drain = 0;
                     while let Ok(batch) = inbox.try_recv() {
-                        for p in &batch {
-                            w.packet(p);
+                        for r in &batch {
+                            w.routed(&r.packet, r.headers);
                         }
                     }
                 }
@@ -459,8 +473,8 @@ where
             flush(&mut outbox);
             drop(peers);
             for batch in inbox {
-                for p in &batch {
-                    w.packet(p);
+                for r in &batch {
+                    w.routed(&r.packet, r.headers);
                 }
             }
             w.finish()

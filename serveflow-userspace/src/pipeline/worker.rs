@@ -134,7 +134,15 @@ impl Worker {
 
     /// Handles one frame; a panic inside is caught and counted, never lost silently.
     pub fn packet(&mut self, p: &CapturedPacket) {
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.packet_inner(p)));
+        let headers = parse::parse_link(p.link, &p.data).map(|parsed| parsed.headers());
+        self.routed(p, headers);
+    }
+
+    /// [`Self::packet`] for a frame already parsed (by the thread that picked its owner).
+    pub fn routed(&mut self, p: &CapturedPacket, headers: Result<parse::Headers, Skip>) {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.packet_inner(p, headers);
+        }));
         if r.is_err() {
             self.panics += 1;
             if self.panics == 1 {
@@ -166,11 +174,11 @@ impl Worker {
         progress.publish(&mut self.published, now);
     }
 
-    fn packet_inner(&mut self, p: &CapturedPacket) {
+    fn packet_inner(&mut self, p: &CapturedPacket, headers: Result<parse::Headers, Skip>) {
         self.packets += 1;
         self.bytes += p.data.len() as u64;
-        let parsed = match parse::parse_link(p.link, &p.data) {
-            Ok(parsed) => parsed,
+        let parsed = match headers {
+            Ok(h) => h.on(&p.data),
             Err(skip) => {
                 self.skipped[skip as usize] += 1;
                 return;

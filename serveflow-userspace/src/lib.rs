@@ -4,19 +4,27 @@
 //! The data path, and the module each stage lives in:
 //!
 //! ```text
-//!  NIC ─► XDP program (serveflow-ebpf) ─► AF_XDP rings ─► capture::afxdp ┐
-//!          flow map, counters  [xdp]                                     ├─► pipeline (workers):
-//!  pcap/pcapng files ─────────────────────────► capture::{file, merge} ─┘   parse ─► flow ─► features
-//!     ─► model::tree (inline stages) ─► router ─┬─► verdict ─────────────────► verdict, report
-//!                                               └─► slow_pool (model::onnx) ─┘
+//!  NIC ─► XDP program (serveflow-ebpf) ─► AF_XDP rings ─► capture::afxdp ─► live ┐
+//!          flow map, counters  [xdp]                                             ├─► pipeline:
+//!  pcap/pcapng files ─────────────────────────► capture::{file, merge} ──────────┘   parse
+//!     ─► flow ─► features ─► model::tree (inline stages) ─► router ─┬─► verdict, report
+//!                                           pipeline::slow_pool (model::onnx) ◄┘
 //! ```
 //!
-//! - [`system`]: start-up checks (capabilities, memlock, bpffs, interfaces).
-//! - [`xdp`]: load, attach and pin the XDP program; read its maps.
-//! - [`capture`]: packet sources; [`capture::afxdp`] receives from AF_XDP sockets.
-//! - [`parse`]: one parser for live and captured frames, same rules as the XDP program.
-//! - [`pipeline`]: the serving pipeline (workers, cascade, slow pool hand-off, latency).
-//! - [`limits`]: the range of every option; the subcommands live in the `serveflow` binary.
+//! The modules are layered (see the README's architecture section): each imports only from
+//! the ones below it. The names most callers need are re-exported here:
+//!
+//! - settings: [`Config`] (one TOML file for every command), [`PipelineConfig`];
+//! - packets: [`CapturedPacket`], [`Input`], [`LinkType`], [`parse_link`], [`Packet`], [`Skip`];
+//! - flows: [`FlowTable`], [`FlowConfig`], [`FlowId`];
+//! - models and serving: [`ModelDir`], [`Cascade`], [`run_pipeline`], [`Feed`],
+//!   [`RunResult`], [`Verdict`], [`VerdictOutput`];
+//! - live: [`live::run`] with [`LiveRun`], giving a [`LiveOutcome`].
+//!
+//! The modules stay public for the trainer, the fuzz targets, the benches and the tests; what
+//! only the library itself uses is `pub(crate)`.
+
+#![warn(missing_docs)]
 
 pub mod calibrate;
 pub mod capture;
@@ -39,3 +47,12 @@ pub mod services;
 pub mod system;
 pub mod verdict;
 pub mod xdp;
+
+pub use config::{Config, ConfigError, Mode, Speed};
+pub use flow::{FlowConfig, FlowId, FlowTable};
+pub use frame::{CapturedPacket, Input, LinkType};
+pub use live::{LiveError, LiveOutcome, LiveRun};
+pub use model::dir::{ModelDir, ModelDirError};
+pub use parse::{parse_link, Packet, Skip};
+pub use pipeline::{cascade::Cascade, run as run_pipeline, Feed, PipelineConfig, RunResult};
+pub use verdict::{StageKind, Trigger, Verdict, VerdictOutput};

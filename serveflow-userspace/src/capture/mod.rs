@@ -1,5 +1,5 @@
 //! Packet sources. Each yields raw frames with their link type to the same parser:
-//! [`afxdp`] live from AF_XDP sockets (always Ethernet), [`file`] and [`merge`] from captures.
+//! [`afxdp`] live from AF_XDP sockets (always Ethernet), [`file`](mod@file) and [`merge`] from captures.
 //! What they yield, a [`crate::frame::CapturedPacket`], is defined below them in [`crate::frame`].
 
 pub mod afxdp;

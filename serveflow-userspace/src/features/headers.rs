@@ -1,10 +1,7 @@
 //! Raw headers of a flow's first packets, kept so header-bit features (nPrint) can be encoded
 //! on demand instead of being stored expanded: ~130 bytes per packet instead of 1024 values.
 
-use crate::{
-    flow::Direction,
-    parse::{IpVersion, Packet},
-};
+use crate::parse::{IpVersion, Packet};
 
 /// Longest IPv4 header (IHL 15).
 pub const IPV4_MAX: usize = 60;
@@ -18,10 +15,6 @@ pub const UDP_LEN: usize = 8;
 /// One packet's headers as captured.
 #[derive(Clone, Debug)]
 pub struct HeaderSnapshot {
-    /// Packet timestamp (ns).
-    pub ts_ns: u64,
-    /// Direction relative to the initiator.
-    pub dir: Direction,
     /// IP version.
     pub ip: IpVersion,
     /// IP protocol of the L4 header (6 or 17).
@@ -36,7 +29,7 @@ pub struct HeaderSnapshot {
 
 impl HeaderSnapshot {
     /// Copies the headers (and up to `payload_bytes` of payload) out of a packet.
-    pub fn new(ts_ns: u64, p: &Packet<'_>, dir: Direction, payload_bytes: usize) -> Self {
+    pub fn new(p: &Packet<'_>, payload_bytes: usize) -> Self {
         let ip_len = match p.ip {
             IpVersion::V4 => p.l4 - p.l3,
             IpVersion::V6 => IPV6_LEN,
@@ -50,8 +43,6 @@ impl HeaderSnapshot {
         let payload_from = p.payload_offset();
         let payload_len = p.payload_len().min(payload_bytes);
         HeaderSnapshot {
-            ts_ns,
-            dir,
             ip: p.ip,
             proto: p.proto,
             ip_header: take(p.l3, ip_len),

@@ -1,13 +1,13 @@
 //! Feature sets, chosen in config, computed from a flow's first N packets by one code path for
 //! training and serving.
 //!
-//! - [`nprint`]: header bits of each of the first N packets (1024 per packet by default),
-//!   encoded on demand from raw headers kept in [`headers`];
-//! - [`stats`]: flow statistics, updated incrementally with no per-packet storage;
-//! - [`ports`]: transport, server and client ports and their classes;
-//! - [`payload`]: the first payload bytes of each direction, as numbers;
-//! - [`name`]: the server name the flow carries, as hashed 3-grams and tokens;
-//! - [`sequence`]: each packet's signed size and gap.
+//! - `nprint`: header bits of each of the first N packets (1024 per packet by default),
+//!   encoded on demand from raw headers kept in `headers`;
+//! - `stats`: flow statistics, updated incrementally with no per-packet storage;
+//! - `ports`: transport, server and client ports and their classes;
+//! - `payload`: the first payload bytes of each direction, as numbers;
+//! - `name`: the server name the flow carries, as hashed 3-grams and tokens;
+//! - `sequence`: each packet's signed size and gap.
 //!
 //! A flow stores only what its feature sets need, so the cost of each set (CPU per packet,
 //! bytes of state per flow, output per flow) can be measured apart: `serveflow extract
@@ -15,13 +15,13 @@
 //! first: what the stage will have when its wait runs out, so training sees what serving
 //! will.
 
-pub mod headers;
-pub mod name;
-pub mod nprint;
-pub mod payload;
+pub(crate) mod headers;
+pub(crate) mod name;
+pub(crate) mod nprint;
+pub(crate) mod payload;
 pub mod ports;
-pub mod sequence;
-pub mod stats;
+pub(crate) mod sequence;
+pub(crate) mod stats;
 
 use std::str::FromStr;
 
@@ -391,7 +391,7 @@ impl FlowState for FeatureState {
                 self.headers.reserve_exact(spec.packets as usize);
             }
             self.headers
-                .push(HeaderSnapshot::new(ts_ns, p, dir, opts.payload_bytes));
+                .push(HeaderSnapshot::new(p, opts.payload_bytes));
         }
     }
 }

@@ -221,7 +221,7 @@ pub fn encode_packet<T: BitValue>(
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly on purpose")]
     use super::*;
-    use crate::{flow::Direction, parse::parse_ethernet};
+    use crate::parse::parse_ethernet;
 
     fn bits(s: &str) -> Vec<i8> {
         s.chars()
@@ -253,7 +253,7 @@ mod tests {
             0x02, 0x04, 0x05, 0xb4, // MSS 1460
         ]);
         let p = parse_ethernet(&frame).unwrap();
-        let snap = HeaderSnapshot::new(0, &p, Direction::Forward, 0);
+        let snap = HeaderSnapshot::new(&p, 0);
         let mut out = Vec::<i8>::new();
         encode_packet(Some(&snap), NprintOptions::default(), &mut out);
         assert_eq!(out.len(), 1024);
@@ -308,7 +308,7 @@ mod tests {
         let mut frame = Vec::new();
         builder.write(&mut frame, b"abc").unwrap();
         let p = parse_ethernet(&frame).unwrap();
-        let snap = HeaderSnapshot::new(0, &p, Direction::Backward, 2);
+        let snap = HeaderSnapshot::new(&p, 2);
         let opts = NprintOptions {
             ipv6: true,
             payload_bytes: 4,
@@ -358,7 +358,7 @@ mod tests {
             (&v6, vec![960 + 48..960 + 64, 1024 + 64..1024 + 320]),
         ] {
             let p = parse_ethernet(frame).unwrap();
-            let snap = HeaderSnapshot::new(0, &p, Direction::Forward, 8);
+            let snap = HeaderSnapshot::new(&p, 8);
             let plain = NprintOptions {
                 ipv6: true,
                 payload_bytes: 8,

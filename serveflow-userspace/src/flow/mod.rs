@@ -7,7 +7,7 @@
 //! the table is kept in least-recently-seen order. Every flow that enters the table leaves it
 //! exactly once through the `on_end` callback, with the reason.
 
-pub mod id;
+mod id;
 
 use lru::LruCache;
 use serveflow_common::{proto, FlowKey};

@@ -1,17 +1,17 @@
 //! The live session: what `serveflow run` does between attaching to an interface and its
 //! summary, as a library.
 //!
-//! - [`session`]: attach the XDP program, bind one AF_XDP socket per RX queue, set steering,
+//! - `session`: attach the XDP program, bind one AF_XDP socket per RX queue, set steering,
 //!   the per-class kernel actions and the verdict hooks.
-//! - [`source`]: the sockets as pipeline input, stamped with the kernel's arrival times.
-//! - [`control`]: one control loop for metrics scrapes, link watch and status lines.
+//! - `source`: the sockets as pipeline input, stamped with the kernel's arrival times.
+//! - `control`: one control loop for metrics scrapes, link watch and status lines.
 //! - [`metrics`]: the Prometheus counters and gauges the run keeps.
 //! - [`summary`]: the run's typed summary.
 
-pub mod control;
+pub(crate) mod control;
 pub mod metrics;
-pub mod session;
-pub mod source;
+pub(crate) mod session;
+pub(crate) mod source;
 pub mod summary;
 
 use std::{

@@ -74,11 +74,13 @@ impl<T: Ord> Deadlines<T> {
     }
 
     /// Entries held.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lanes[0].len() + self.lanes[1].len() + self.late.len()
     }
 
     /// Whether no entry is held.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -13,13 +13,13 @@
 //! to the same worker).
 
 pub mod cascade;
-pub mod deadlines;
+pub(crate) mod deadlines;
 pub mod output;
-pub mod progress;
-pub mod slow_pool;
+pub(crate) mod progress;
+pub(crate) mod slow_pool;
 pub mod summary;
-pub mod virtual_pool;
-pub mod worker;
+pub(crate) mod virtual_pool;
+pub(crate) mod worker;
 
 use std::{
     hash::BuildHasher as _,

@@ -69,11 +69,6 @@ impl PoolHandle {
             TrySendError::Disconnected(j) => Rejected::Stopped(Box::new(j)),
         })
     }
-
-    /// Jobs waiting.
-    pub fn depth(&self) -> usize {
-        self.tx.len()
-    }
 }
 
 /// The pool's receiving end, for its threads; `virtual_clock`: workers wait for room (see

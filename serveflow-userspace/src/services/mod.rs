@@ -15,7 +15,7 @@
 
 pub mod dns;
 pub mod names;
-pub mod prefix;
+pub(crate) mod prefix;
 pub mod quic;
 pub mod tls;
 

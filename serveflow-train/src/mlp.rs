@@ -538,10 +538,7 @@ pub fn train(
 }
 
 fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map_or(0, |(i, _)| i)
+    serveflow::router::argmax(row).0
 }
 
 /// Per-input mean and 1/std over `rows`; constant inputs get scale 0, so a value never seen

@@ -95,10 +95,7 @@ pub fn train(
 
 /// Index of the largest value (the first on ties).
 pub fn argmax<T: Copy + Into<f64>>(v: &[T]) -> usize {
-    v.iter()
-        .enumerate()
-        .max_by(|a, b| (*a.1).into().total_cmp(&(*b.1).into()).then(b.0.cmp(&a.0)))
-        .map_or(0, |(i, _)| i)
+    serveflow::router::argmax(v).0
 }
 
 /// Predicted classes of the rows of `x`, and the model's median inference time per flow in

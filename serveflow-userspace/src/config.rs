@@ -15,6 +15,7 @@ use serveflow_common::Action;
 
 use crate::{
     flow::FlowConfig,
+    labels::Task,
     limits::{self, Choice},
     xdp::AttachMode,
 };
@@ -132,7 +133,7 @@ pub struct PipelineSection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub models: Option<PathBuf>,
     /// Task whose bundled models to use.
-    pub task: String,
+    pub task: Task,
     /// `cascade`, or one stage alone (`fast-only`, `slow-only`: the baselines).
     pub mode: Mode,
     /// Fast-path workers (absent: one per AF_XDP socket live, 1 for replay).
@@ -156,7 +157,7 @@ impl Default for PipelineSection {
     fn default() -> Self {
         PipelineSection {
             models: None,
-            task: "service".into(),
+            task: Task::Service,
             mode: Mode::Cascade,
             workers: None,
             fast_wait_ms: DEFAULT_FAST_WAIT_MS,
@@ -339,16 +340,6 @@ impl Config {
             "flow-table limit",
         )?;
         let p = &self.pipeline;
-        if crate::model::bundled::TASKS.iter().all(|t| *t != p.task) {
-            return Err(bad(
-                "pipeline.task",
-                &p.task,
-                format!(
-                    "expected one of {}",
-                    crate::model::bundled::TASKS.join(", ")
-                ),
-            ));
-        }
         if let Some(w) = p.workers {
             limits::check_threads(w as u64).map_err(|e| bad("pipeline.workers", &w, e))?;
         }
@@ -447,7 +438,6 @@ fn option_name(field: &str) -> String {
         "flow.idle_timeout_s" => "--idle-timeout",
         "flow.active_timeout_s" => "--active-timeout",
         "flow.max_flows" => "--max-flows",
-        "pipeline.task" => "--task",
         "pipeline.workers" => "--workers",
         "pipeline.fast_wait_ms" => "--fast-wait-ms",
         "pipeline.max_wait_ms" => "--max-wait-ms",
@@ -736,8 +726,6 @@ mod tests {
             e.contains("--threshold") && e.contains("--mode slow-only"),
             "{e}"
         );
-        let e = check(|c| c.pipeline.task = "weather".into());
-        assert!(e.contains("expected one of service, device"), "{e}");
         let e = check(|c| {
             c.actions.insert("DNS".into(), "explode".into());
         });
@@ -751,6 +739,12 @@ mod tests {
         std::fs::write(&path, "[capture]\nspeed = \"warp\"\n").unwrap();
         let e = Config::load(&path).unwrap_err().to_string();
         assert!(e.contains("expected max, realtime, virtual"), "{e}");
+        std::fs::write(&path, "[pipeline]\ntask = \"weather\"\n").unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("unknown variant") && e.contains("service"),
+            "{e}"
+        );
         std::fs::write(&path, "[metrics]\nlisten = \"nowhere\"\n").unwrap();
         assert!(Config::load(&path)
             .unwrap_err()

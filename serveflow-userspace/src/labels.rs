@@ -16,7 +16,8 @@ use std::{
 use crate::{flow::FlowId, limits::Choice};
 
 /// Which labels to learn or score.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Task {
     /// Application/service (nDPI's app name).
     Service,

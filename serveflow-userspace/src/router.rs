@@ -85,10 +85,12 @@ pub fn uncertainty(measure: Uncertainty, p: &[f64]) -> f64 {
     }
 }
 
-/// Index and value of the largest probability (the first on ties; 0 for an empty slice).
-pub fn argmax(p: &[f64]) -> (usize, f64) {
+/// Index and value of the largest probability or score (the first on ties, NaN never; 0 for
+/// an empty slice). The one argmax of serving, calibration and training.
+pub fn argmax<T: Copy + Into<f64>>(p: &[T]) -> (usize, f64) {
     let mut best = (0, f64::NEG_INFINITY);
     for (i, &v) in p.iter().enumerate() {
+        let v: f64 = v.into();
         if v > best.1 {
             best = (i, v);
         }

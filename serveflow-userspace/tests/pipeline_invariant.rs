@@ -202,7 +202,7 @@ fn virtual_clock_replays_are_deterministic() {
     assert_eq!(decided(a), decided(b));
     // Each flow's 6 packets are 64 x 50 µs apart: far below the waits, so every decision is
     // made at a stage's packet count, and the latency is the capture's wait plus serving.
-    assert_eq!(r1.stats.triggers[1], 0, "no timeouts");
+    assert_eq!(r1.stats.tally.triggers[1], 0, "no timeouts");
 }
 
 #[test]

@@ -1,5 +1,10 @@
 //! Generated traffic for benchmarks where the real captures are absent: TCP/IPv4 flows with
 //! a handshake, requests and responses, distinct 5-tuples, 1 ms between packets of a flow.
+//!
+//! The test bed (`tests/src/frames.rs`) builds its frames through etherparse on purpose, so
+//! the parser is checked against an independent implementation, with valid checksums for the
+//! kernel; these are for the library's own benches and unit tests, which must not depend on
+//! the test bed (it depends on this library).
 
 use crate::frame::{CapturedPacket, LinkType};
 

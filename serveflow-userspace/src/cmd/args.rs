@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{builder::TypedValueParser as _, Args};
 use serveflow::{
     config::{self, Config, Mode, Speed},
+    labels::Task,
     limits::{self, Choice},
 };
 
@@ -67,8 +68,8 @@ pub struct ModelArgs {
     #[arg(long, value_name = "DIR")]
     pub models: Option<PathBuf>,
     /// Task whose bundled models to use [default: service].
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(serveflow::model::bundled::TASKS))]
-    pub task: Option<String>,
+    #[arg(long, value_parser = choice::<Task>())]
+    pub task: Option<Task>,
 }
 
 impl ModelArgs {
@@ -77,9 +78,7 @@ impl ModelArgs {
         if let Some(m) = &self.models {
             c.pipeline.models = Some(m.clone());
         }
-        if let Some(t) = &self.task {
-            c.pipeline.task.clone_from(t);
-        }
+        set(&mut c.pipeline.task, self.task);
     }
 }
 

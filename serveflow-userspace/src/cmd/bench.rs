@@ -93,7 +93,7 @@ pub struct BenchOptions {
     /// Models directory (default: the bundled models of `task`).
     pub models: Option<PathBuf>,
     /// Task of the bundled models.
-    pub task: String,
+    pub task: serveflow::labels::Task,
     /// Distinct flows to amplify the rate run to.
     pub flows: u64,
     /// Largest worker count of the scaling run.
@@ -171,7 +171,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     if let Some(path) = &opts.out {
         serveflow::report::files::check_output_file(path).context("--out")?;
     }
-    let models = bundled::resolve(opts.models.as_deref(), &opts.task)?;
+    let models = bundled::resolve(opts.models.as_deref(), opts.task)?;
     let manifest = ModelDir::load(&models)?.manifest;
     let task = Task::from_name(&manifest.task).context("the models' task has no labels")?;
     let labels_path = opts.data.join("labels");

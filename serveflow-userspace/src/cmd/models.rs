@@ -74,7 +74,7 @@ impl ModelsArgs {
 #[derive(Clone, Debug)]
 pub struct ModelsOptions {
     /// Task whose bundled models to use when `models` is absent.
-    pub task: String,
+    pub task: serveflow::labels::Task,
     /// Models directory.
     pub models: Option<PathBuf>,
     /// Captures to classify.
@@ -276,7 +276,7 @@ pub fn check(dir: &Path, json: bool) -> anyhow::Result<bool> {
 
 /// Runs `serveflow models`.
 pub fn run(opts: &ModelsOptions) -> anyhow::Result<()> {
-    let dir = bundled::resolve(opts.models.as_deref(), &opts.task)?;
+    let dir = bundled::resolve(opts.models.as_deref(), opts.task)?;
     let models = ModelDir::load(&dir)?;
     let mut out = std::io::stdout().lock();
     describe(&models, &mut out)?;

@@ -108,7 +108,7 @@ pub fn run(opts: &Replay) -> anyhow::Result<()> {
     if let Some(report) = &c.export.report {
         files::prepare(report).context("--report")?;
     }
-    let dir = bundled::resolve(c.pipeline.models.as_deref(), &c.pipeline.task)?;
+    let dir = bundled::resolve(c.pipeline.models.as_deref(), c.pipeline.task)?;
     let models = ModelDir::load(&dir)?;
     let manifest = models.manifest.clone();
     let mut found = inputs::find(&opts.inputs);

@@ -126,7 +126,7 @@ pub fn run(
     let mut config = config.clone();
     // Models and outputs first: a bad models directory or path fails before anything is
     // attached.
-    let dir = bundled::resolve(config.pipeline.models.as_deref(), &config.pipeline.task)?;
+    let dir = bundled::resolve(config.pipeline.models.as_deref(), config.pipeline.task)?;
     config.pipeline.models = Some(dir.clone());
     let mut cascade = Cascade::from_models(ModelDir::load(&dir)?);
     if let Some(t) = config.routing.threshold {

@@ -8,12 +8,10 @@
 use std::path::{Path, PathBuf};
 
 use super::dir::{ModelDir, ModelDirError, MANIFEST};
-
-/// The tasks that ship with bundled models.
-pub const TASKS: [&str; 2] = ["service", "device"];
-
+use crate::{labels::Task, limits::Choice as _};
 /// The directories searched for `task`, in order.
-pub fn candidates(task: &str) -> Vec<PathBuf> {
+pub fn candidates(task: Task) -> Vec<PathBuf> {
+    let task = task.name();
     let mut out = Vec::new();
     if let Some(root) = std::env::var_os("SERVEFLOW_MODELS") {
         out.push(PathBuf::from(root).join(task));
@@ -35,11 +33,16 @@ pub fn candidates(task: &str) -> Vec<PathBuf> {
 
 /// The models directory to use: `explicit` when given, else the first bundled directory of
 /// `task` that has a manifest.
-pub fn resolve(explicit: Option<&Path>, task: &str) -> Result<PathBuf, ModelDirError> {
-    if let Some(dir) = explicit {
-        return Ok(dir.to_owned());
+pub fn resolve(explicit: Option<&Path>, task: Task) -> Result<PathBuf, ModelDirError> {
+    match explicit {
+        Some(dir) => Ok(dir.to_owned()),
+        None => first_with_manifest(&candidates(task), task),
     }
-    let searched = candidates(task);
+}
+
+/// The first of `searched` that holds a manifest.
+fn first_with_manifest(searched: &[PathBuf], task: Task) -> Result<PathBuf, ModelDirError> {
+    let task = task.name();
     searched
         .iter()
         .find(|d| d.join(MANIFEST).is_file())
@@ -54,7 +57,7 @@ pub fn resolve(explicit: Option<&Path>, task: &str) -> Result<PathBuf, ModelDirE
 }
 
 /// Loads `explicit`, or the bundled models of `task`.
-pub fn load(explicit: Option<&Path>, task: &str) -> Result<ModelDir, ModelDirError> {
+pub fn load(explicit: Option<&Path>, task: Task) -> Result<ModelDir, ModelDirError> {
     ModelDir::load(&resolve(explicit, task)?)
 }
 
@@ -66,9 +69,11 @@ mod tests {
     #[test]
     fn explicit_directory_wins_and_missing_task_is_explained() {
         let dir = Path::new("/nonexistent/models");
-        assert_eq!(resolve(Some(dir), "service").unwrap(), dir);
-        let e = resolve(None, "no-such-task").unwrap_err().to_string();
-        assert!(e.contains("no bundled `no-such-task` models"), "{e}");
+        assert_eq!(resolve(Some(dir), Task::Service).unwrap(), dir);
+        let e = first_with_manifest(&[dir.join("device")], Task::Device)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no bundled `device` models"), "{e}");
         assert!(e.contains("--models DIR"), "{e}");
     }
 }

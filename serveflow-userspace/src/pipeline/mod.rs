@@ -59,8 +59,9 @@ pub enum Feed<I> {
     },
 }
 
-/// Pipeline settings.
-#[derive(Clone, Debug, serde::Serialize)]
+/// Pipeline settings at run time, built from a [`Config`] (the file and flags) plus what only
+/// a running session knows (where live metrics go, the live clock's origin).
+#[derive(Clone, Debug)]
 pub struct PipelineConfig {
     /// Fast-path workers.
     pub workers: usize,
@@ -83,11 +84,9 @@ pub struct PipelineConfig {
     /// node; None: all of the machine's.
     pub cpus: Option<Vec<usize>>,
     /// Where workers and pool threads publish running totals (live metrics); None: nowhere.
-    #[serde(skip)]
     pub progress: Option<Arc<progress::Progress>>,
     /// Live sources: the origin of the arrival times they stamp on packets; latency then
     /// runs from a flow's first arrival (see [`Clock::live`]).
-    #[serde(skip)]
     pub live_origin: Option<std::time::Instant>,
 }
 

@@ -240,9 +240,12 @@ pub fn write(
         let mut f = std::fs::File::create(&path).map_err(|e| fail(&path, e))?;
         f.write_all(bytes).map_err(|e| fail(&path, e))
     };
-    put("latency_e2e.hgrm", hgrm(&run.e2e).as_bytes())?;
-    put("latency_serving.hgrm", hgrm(&run.serving).as_bytes())?;
-    for (name, h) in ["fast", "slow", "fallback"].iter().zip(&run.e2e_by_stage) {
+    put("latency_e2e.hgrm", hgrm(&run.tally.e2e).as_bytes())?;
+    put("latency_serving.hgrm", hgrm(&run.tally.serving).as_bytes())?;
+    for (name, h) in ["fast", "slow", "fallback"]
+        .iter()
+        .zip(&run.tally.e2e_by_stage)
+    {
         if !h.is_empty() {
             put(&format!("latency_e2e_{name}.hgrm"), hgrm(h).as_bytes())?;
         }
@@ -252,11 +255,11 @@ pub fn write(
     let text = serde_json::to_string_pretty(summary).map_err(|e| fail(dir, e))?;
     put("summary.json", format!("{text}\n").as_bytes())?;
     let svg = cdf_svg(&[
-        ("all flows", &run.e2e),
-        ("fast", &run.e2e_by_stage[0]),
-        ("slow", &run.e2e_by_stage[1]),
-        ("fallback", &run.e2e_by_stage[2]),
-        ("serving only", &run.serving),
+        ("all flows", &run.tally.e2e),
+        ("fast", &run.tally.e2e_by_stage[0]),
+        ("slow", &run.tally.e2e_by_stage[1]),
+        ("fallback", &run.tally.e2e_by_stage[2]),
+        ("serving only", &run.tally.serving),
     ]);
     put("latency_cdf.svg", svg.as_bytes())?;
     put("config.toml", config.as_bytes())
@@ -303,13 +306,15 @@ mod tests {
         let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).unwrap();
         h.record(5_000).unwrap();
         let run = RunStats {
-            e2e: h.clone(),
-            e2e_by_stage: [h.clone(), h.clone(), h.clone()],
-            serving: h.clone(),
-            verdicts: [1, 0, 0],
-            triggers: [1, 0, 0],
-            confusion: vec![],
-            unknown_truth: 0,
+            tally: crate::report::VerdictTally {
+                e2e: h.clone(),
+                e2e_by_stage: [h.clone(), h.clone(), h.clone()],
+                serving: h.clone(),
+                verdicts: [1, 0, 0],
+                triggers: [1, 0, 0],
+                confusion: vec![],
+                unknown_truth: 0,
+            },
             classes: vec![],
             intervals: [(0, h.clone()), (3, h.clone())].into_iter().collect(),
             interval_ns: 1_000_000_000,
@@ -326,7 +331,7 @@ mod tests {
             }
         }
         assert_eq!(n, 2);
-        let svg = cdf_svg(&[("all", &run.e2e)]);
+        let svg = cdf_svg(&[("all", &run.tally.e2e)]);
         assert!(svg.starts_with("<svg") && svg.contains("<polyline"));
     }
 

@@ -60,9 +60,10 @@ impl IntervalLog {
     }
 }
 
-/// One thread's counts and histograms.
-#[derive(Debug)]
-pub struct ThreadStats {
+/// Verdict counts and latency histograms: what each deciding thread records and what a run
+/// adds up to (one type for both, so they cannot drift apart).
+#[derive(Debug, Clone)]
+pub struct VerdictTally {
     /// End-to-end latency of every verdict (ns).
     pub e2e: Histogram<u64>,
     /// End-to-end latency per stage kind.
@@ -77,6 +78,47 @@ pub struct ThreadStats {
     pub confusion: Vec<u64>,
     /// Labeled verdicts whose truth maps to no class of the model.
     pub unknown_truth: u64,
+}
+
+impl VerdictTally {
+    /// Empty, for a model of `classes` classes.
+    pub fn new(classes: usize) -> Self {
+        VerdictTally {
+            e2e: histogram(),
+            e2e_by_stage: [histogram(), histogram(), histogram()],
+            serving: histogram(),
+            verdicts: [0; 3],
+            triggers: [0; 3],
+            confusion: vec![0; classes * classes],
+            unknown_truth: 0,
+        }
+    }
+
+    /// Adds another tally (of the same model).
+    pub fn add(&mut self, o: &VerdictTally) {
+        let _ = self.e2e.add(&o.e2e);
+        let _ = self.serving.add(&o.serving);
+        for (a, b) in self.e2e_by_stage.iter_mut().zip(&o.e2e_by_stage) {
+            let _ = a.add(b);
+        }
+        for i in 0..3 {
+            self.verdicts[i] += o.verdicts[i];
+            self.triggers[i] += o.triggers[i];
+        }
+        if o.confusion.len() == self.confusion.len() {
+            for (a, b) in self.confusion.iter_mut().zip(&o.confusion) {
+                *a += b;
+            }
+        }
+        self.unknown_truth += o.unknown_truth;
+    }
+}
+
+/// One thread's tally, and its interval histogram for the `.hlog`.
+#[derive(Debug)]
+pub struct ThreadStats {
+    /// What the thread decided.
+    pub tally: VerdictTally,
     classes: usize,
     interval: Histogram<u64>,
     interval_slot: u64,
@@ -88,13 +130,7 @@ impl ThreadStats {
     /// Empty stats for a model of `classes` classes, rolling `interval_ns` intervals into `log`.
     pub fn new(classes: usize, interval_ns: u64, log: IntervalLog) -> Self {
         ThreadStats {
-            e2e: histogram(),
-            e2e_by_stage: [histogram(), histogram(), histogram()],
-            serving: histogram(),
-            verdicts: [0; 3],
-            triggers: [0; 3],
-            confusion: vec![0; classes * classes],
-            unknown_truth: 0,
+            tally: VerdictTally::new(classes),
             classes,
             interval: histogram(),
             interval_slot: 0,
@@ -114,17 +150,18 @@ impl ThreadStats {
     ) {
         let e2e = (v.latency_us * 1e3).max(1.0) as u64;
         let serving = (v.serving_us * 1e3).max(1.0) as u64;
-        self.e2e.saturating_record(e2e.min(MAX_LATENCY_NS));
-        self.serving.saturating_record(serving.min(MAX_LATENCY_NS));
+        let t = &mut self.tally;
+        t.e2e.saturating_record(e2e.min(MAX_LATENCY_NS));
+        t.serving.saturating_record(serving.min(MAX_LATENCY_NS));
         let s = stage_index(v.stage);
-        self.e2e_by_stage[s].saturating_record(e2e.min(MAX_LATENCY_NS));
-        self.verdicts[s] += 1;
-        self.triggers[trigger_index(v.trigger)] += 1;
+        t.e2e_by_stage[s].saturating_record(e2e.min(MAX_LATENCY_NS));
+        t.verdicts[s] += 1;
+        t.triggers[trigger_index(v.trigger)] += 1;
         match truth {
-            Some(Some(t)) if t < self.classes && predicted < self.classes => {
-                self.confusion[t * self.classes + predicted] += 1;
+            Some(Some(truth)) if truth < self.classes && predicted < self.classes => {
+                t.confusion[truth * self.classes + predicted] += 1;
             }
-            Some(_) => self.unknown_truth += 1,
+            Some(_) => t.unknown_truth += 1,
             None => {}
         }
         let slot = wall_ns / self.interval_ns;
@@ -167,20 +204,8 @@ fn trigger_index(t: Trigger) -> usize {
 /// Everything the threads recorded, added up.
 #[derive(Debug)]
 pub struct RunStats {
-    /// See [`ThreadStats::e2e`].
-    pub e2e: Histogram<u64>,
-    /// See [`ThreadStats::e2e_by_stage`].
-    pub e2e_by_stage: [Histogram<u64>; 3],
-    /// See [`ThreadStats::serving`].
-    pub serving: Histogram<u64>,
-    /// See [`ThreadStats::verdicts`].
-    pub verdicts: [u64; 3],
-    /// See [`ThreadStats::triggers`].
-    pub triggers: [u64; 3],
-    /// See [`ThreadStats::confusion`].
-    pub confusion: Vec<u64>,
-    /// See [`ThreadStats::unknown_truth`].
-    pub unknown_truth: u64,
+    /// The threads' tallies, added up.
+    pub tally: VerdictTally,
     /// Class names.
     pub classes: Vec<String>,
     /// Per-interval end-to-end histograms.
@@ -192,36 +217,15 @@ pub struct RunStats {
 impl RunStats {
     /// Adds up `threads`.
     pub fn merge(classes: Vec<String>, threads: Vec<ThreadStats>, log: &IntervalLog) -> Self {
-        let k = classes.len();
         let mut run = RunStats {
-            e2e: histogram(),
-            e2e_by_stage: [histogram(), histogram(), histogram()],
-            serving: histogram(),
-            verdicts: [0; 3],
-            triggers: [0; 3],
-            confusion: vec![0; k * k],
-            unknown_truth: 0,
+            tally: VerdictTally::new(classes.len()),
             classes,
             intervals: BTreeMap::new(),
             interval_ns: 1,
         };
         for mut t in threads {
             t.finish();
-            let _ = run.e2e.add(&t.e2e);
-            let _ = run.serving.add(&t.serving);
-            for (a, b) in run.e2e_by_stage.iter_mut().zip(&t.e2e_by_stage) {
-                let _ = a.add(b);
-            }
-            for i in 0..3 {
-                run.verdicts[i] += t.verdicts[i];
-                run.triggers[i] += t.triggers[i];
-            }
-            if t.confusion.len() == run.confusion.len() {
-                for (a, b) in run.confusion.iter_mut().zip(&t.confusion) {
-                    *a += b;
-                }
-            }
-            run.unknown_truth += t.unknown_truth;
+            run.tally.add(&t.tally);
             run.interval_ns = t.interval_ns;
         }
         run.intervals = log.slots();
@@ -230,13 +234,13 @@ impl RunStats {
 
     /// Verdicts in all.
     pub fn total(&self) -> u64 {
-        self.verdicts.iter().sum()
+        self.tally.verdicts.iter().sum()
     }
 
     /// Labeled flows scored, accuracy and macro-F1 (over classes present in truth or
     /// predictions), when any flow was labeled.
     pub fn scores(&self) -> Option<Scores> {
-        scores(&self.confusion, self.classes.len())
+        scores(&self.tally.confusion, self.classes.len())
     }
 
     /// The summary written at exit and into `summary.json`.
@@ -245,33 +249,34 @@ impl RunStats {
         let mut verdicts = BTreeMap::new();
         let mut latency = BTreeMap::new();
         for (i, s) in STAGES.iter().enumerate() {
-            verdicts.insert(name(*s), self.verdicts[i]);
-            if !self.e2e_by_stage[i].is_empty() {
+            verdicts.insert(name(*s), self.tally.verdicts[i]);
+            if !self.tally.e2e_by_stage[i].is_empty() {
                 latency.insert(
                     format!("e2e_{}", name(*s)),
-                    Percentiles::of(&self.e2e_by_stage[i]),
+                    Percentiles::of(&self.tally.e2e_by_stage[i]),
                 );
             }
         }
-        latency.insert("e2e".into(), Percentiles::of(&self.e2e));
-        latency.insert("serving".into(), Percentiles::of(&self.serving));
+        latency.insert("e2e".into(), Percentiles::of(&self.tally.e2e));
+        latency.insert("serving".into(), Percentiles::of(&self.tally.serving));
         let mut triggers = BTreeMap::new();
         for (i, t) in TRIGGERS.iter().enumerate() {
             let n = serde_json::to_value(t)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned));
-            triggers.insert(n.unwrap_or_default(), self.triggers[i]);
+            triggers.insert(n.unwrap_or_default(), self.tally.triggers[i]);
         }
         LatencySummary {
             flows: self.total(),
             verdicts,
             triggers,
-            escalated_percent: 100.0 * (self.verdicts[1] + self.verdicts[2]) as f64 / total,
-            fallback_percent: 100.0 * self.verdicts[2] as f64 / total,
-            under_16ms_percent: 100.0 * share_at_most(&self.e2e, TARGET_NS),
+            escalated_percent: 100.0 * (self.tally.verdicts[1] + self.tally.verdicts[2]) as f64
+                / total,
+            fallback_percent: 100.0 * self.tally.verdicts[2] as f64 / total,
+            under_16ms_percent: 100.0 * share_at_most(&self.tally.e2e, TARGET_NS),
             latency_ms: latency,
             scores: self.scores(),
-            unknown_truth: self.unknown_truth,
+            unknown_truth: self.tally.unknown_truth,
         }
     }
 }

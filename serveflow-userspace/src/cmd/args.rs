@@ -207,6 +207,14 @@ impl OutputArgs {
     }
 }
 
+/// A duration in seconds (fractions allowed): 1 ms..=one year.
+pub fn duration_s() -> clap::builder::ValueParser {
+    let seconds = limits::real(0.001..=31_536_000.0, "up to a year");
+    clap::builder::ValueParser::new(move |text: &str| {
+        seconds(text).map(std::time::Duration::from_secs_f64)
+    })
+}
+
 /// `--speed`.
 pub fn speed() -> clap::builder::ValueParser {
     clap::builder::ValueParser::new(|s: &str| s.parse::<Speed>())

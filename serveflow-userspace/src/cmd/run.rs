@@ -36,8 +36,8 @@ pub struct RunArgs {
     #[arg(long, value_parser = limits::int::<u32>(1..=serveflow_common::MAX_QUEUES as u64, "sockets the XDP program can redirect to"))]
     pub queues: Option<u32>,
     /// Stop after this many seconds.
-    #[arg(long, value_parser = limits::real(0.001..=31_536_000.0, "up to a year"))]
-    pub duration: Option<f64>,
+    #[arg(long, value_parser = args::duration_s())]
+    pub duration: Option<Duration>,
     /// Also write the summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub summary: Option<PathBuf>,
@@ -124,13 +124,8 @@ impl RunArgs {
         if let Some(summary) = &config.export.summary {
             files::check_output_file(summary).context("--summary")?;
         }
-        let duration = self
-            .duration
-            .map(Duration::try_from_secs_f64)
-            .transpose()
-            .map_err(|e| args::UsageError(format!("--duration: {e}")))?;
         let run = LiveRun {
-            duration,
+            duration: self.duration,
             drain_only: self.drain_only,
         };
         let outcome = live::run(&config, run, &stop)?;

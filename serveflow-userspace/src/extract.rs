@@ -125,6 +125,7 @@ pub fn extract<S: FlowState>(
             }
             Err(skip) => skipped[skip as usize] += 1,
         }
+        packet.recycle();
     }
     let map = &*services;
     table.flush(&mut |f, r| {

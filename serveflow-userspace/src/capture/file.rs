@@ -16,7 +16,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::frame::{CapturedPacket, LinkType};
+use crate::frame::{pool, CapturedPacket, LinkType};
 
 /// The largest packet a record may carry: libpcap's `MAXIMUM_SNAPLEN`. Anything larger is a
 /// corrupt length, not a packet.
@@ -426,7 +426,8 @@ impl<R: Read + Seek> CaptureReader<R> {
                 ),
             ));
         }
-        let mut data = vec![0u8; incl as usize];
+        let mut data = pool::take(incl as usize);
+        data.resize(incl as usize, 0);
         if let Fill::Cut(n) = self.fill(&mut data)? {
             return Err((
                 start,
@@ -596,7 +597,7 @@ impl<R: Read + Seek> CaptureReader<R> {
                 Ok(Some(CapturedPacket {
                     ts_ns: iface.ts_ns(ts),
                     link: iface.link,
-                    data: b[data_at..data_at + cap as usize].to_vec(),
+                    data: pool::copy_of(&b[data_at..data_at + cap as usize]),
                     file: 0,
                 }))
             }
@@ -613,7 +614,7 @@ impl<R: Read + Seek> CaptureReader<R> {
                 Ok(Some(CapturedPacket {
                     ts_ns: 0,
                     link: iface.link,
-                    data: b[4..4 + cap].to_vec(),
+                    data: pool::copy_of(&b[4..4 + cap]),
                     file: 0,
                 }))
             }

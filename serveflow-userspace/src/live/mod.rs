@@ -202,6 +202,7 @@ pub fn run(
             if let Input::Packet(p) = input {
                 counts.packets += 1;
                 counts.bytes += p.data.len() as u64;
+                p.recycle();
             }
         }
         counts.by_queue = source.sockets.iter().map(XskReceiver::received).collect();

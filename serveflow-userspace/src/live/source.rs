@@ -15,7 +15,7 @@ use std::{
 
 use crate::{
     capture::afxdp::{AfXdpError, XskReceiver},
-    frame::{CapturedPacket, Input, LinkType},
+    frame::{pool, CapturedPacket, Input, LinkType},
 };
 
 /// How long to wait for packets before reporting idle (see [`LiveSource::idle_wait`]).
@@ -97,7 +97,7 @@ impl LiveSource {
                 buffered.push_back(CapturedPacket {
                     ts_ns: ts,
                     link: LinkType::Ethernet,
-                    data: frame.to_vec(),
+                    data: pool::copy_of(frame),
                     file: 0,
                 })
             }) {

@@ -199,6 +199,14 @@ fn route(packet: CapturedPacket, workers: usize) -> (usize, Routed) {
     (owner, Routed { packet, headers })
 }
 
+/// Hands a batch of routed frames to their owner and their buffers back to the pool.
+fn owner_handles(w: &mut Worker, batch: Vec<Routed>) {
+    for r in batch {
+        w.routed(&r.packet, r.headers);
+        r.packet.recycle();
+    }
+}
+
 /// Runs `source` through the pipeline of `cascade` and returns when every flow is decided.
 pub fn run<I>(
     cascade: Arc<Cascade>,
@@ -285,6 +293,7 @@ where
                         Input::Packet(p) => {
                             pacer.wait(p.ts_ns, &mut w);
                             w.packet(&p);
+                            p.recycle();
                         }
                         Input::Idle => w.tick(),
                     }
@@ -300,9 +309,7 @@ where
                 worker_threads.push(scope.spawn(move || {
                     pin(core, pin_enabled);
                     for batch in rx {
-                        for r in &batch {
-                            w.routed(&r.packet, r.headers);
-                        }
+                        owner_handles(&mut w, batch);
                         w.tick();
                     }
                     w.finish()
@@ -440,12 +447,14 @@ where
                 match input {
                     Input::Packet(p) if symmetric => {
                         w.packet(&p);
+                        p.recycle();
                         since_drain += 1;
                     }
                     Input::Packet(p) => {
                         let (j, r) = route(p, n);
                         if j == i {
                             w.routed(&r.packet, r.headers);
+                            r.packet.recycle();
                         } else {
                             outbox[j].push(r);
                             if outbox[j].len() >= BATCH {
@@ -463,18 +472,14 @@ where
                 if since_drain >= BATCH {
                     since_drain = 0;
                     while let Ok(batch) = inbox.try_recv() {
-                        for r in &batch {
-                            w.routed(&r.packet, r.headers);
-                        }
+                        owner_handles(&mut w, batch);
                     }
                 }
             }
             flush(&mut outbox);
             drop(peers);
             for batch in inbox {
-                for r in &batch {
-                    w.routed(&r.packet, r.headers);
-                }
+                owner_handles(&mut w, batch);
             }
             w.finish()
         }));

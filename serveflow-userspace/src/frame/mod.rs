@@ -2,6 +2,8 @@
 //! vocabulary shared by the sources (`capture`), the parser and the pipeline, so none of them
 //! imports another for it.
 
+pub mod pool;
+
 /// What a packet source yields to the pipeline.
 #[derive(Debug)]
 pub enum Input {
@@ -23,6 +25,13 @@ pub struct CapturedPacket {
     /// Index of the input file it came from (its position on the command line; 0 for live
     /// and generated traffic).
     pub file: u32,
+}
+
+impl CapturedPacket {
+    /// Done with the frame: its buffer goes back to the [`pool`] for the next one read.
+    pub fn recycle(self) {
+        pool::give(self.data);
+    }
 }
 
 /// Link-layer header types (the pcap LINKTYPE_* numbers) the parser understands, plus the

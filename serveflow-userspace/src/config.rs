@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serveflow_common::Action;
 
 use crate::{
+    export::{SinkConfig, Target},
     flow::FlowConfig,
     labels::Task,
     limits::{self, Choice},
@@ -230,7 +231,7 @@ impl Default for MetricsConfig {
 }
 
 /// `[export]`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExportConfig {
     /// Verdict JSON lines to this file (`-`: stdout); absent: counted only.
@@ -242,6 +243,42 @@ pub struct ExportConfig {
     /// Live: the run's summary as JSON to this file too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub summary: Option<PathBuf>,
+    /// Export sinks, each an URL: `ipfix+udp://HOST:PORT`, `ipfix+tcp://HOST:PORT`,
+    /// `kafka://BROKER[,BROKER...]/TOPIC`, `file:PATH`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<Target>,
+    /// Verdicts each sink may hold queued; past that it drops (counted).
+    pub queue: usize,
+    /// IPFIX observation domain id.
+    pub ipfix_domain: u32,
+    /// At the end of a run, how long each sink may take to deliver what it holds (ms).
+    pub close_timeout_ms: u64,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        let sinks = SinkConfig::default();
+        ExportConfig {
+            out: None,
+            report: None,
+            summary: None,
+            to: Vec::new(),
+            queue: sinks.queue,
+            ipfix_domain: sinks.domain,
+            close_timeout_ms: sinks.close_timeout_ms,
+        }
+    }
+}
+
+impl ExportConfig {
+    /// How the sinks queue and identify themselves.
+    pub fn sinks(&self) -> SinkConfig {
+        SinkConfig {
+            queue: self.queue,
+            domain: self.ipfix_domain,
+            close_timeout_ms: self.close_timeout_ms,
+        }
+    }
 }
 
 /// `off` or an address, both ways.
@@ -424,6 +461,19 @@ impl Config {
             self.metrics.status_interval_s,
             0..=86_400,
             "at most a day",
+        )?;
+        let e = &self.export;
+        int(
+            "export.queue",
+            e.queue as u64,
+            1..=limits::MAX_QUEUE,
+            "verdicts a sink may hold",
+        )?;
+        int(
+            "export.close_timeout_ms",
+            e.close_timeout_ms,
+            0..=600_000,
+            "at most 10 minutes",
         )?;
         Ok(())
     }
@@ -647,6 +697,10 @@ mod tests {
         c.actions.insert("QUIC".into(), "mark:0x10".into());
         c.metrics.listen = None;
         c.export.out = Some("-".into());
+        c.export.to = vec![
+            "ipfix+udp://127.0.0.1:4739".parse().unwrap(),
+            "kafka://b1:9092,b2:9092/v".parse().unwrap(),
+        ];
         for config in [Config::default(), c] {
             let text = config.to_toml();
             let back: Config = toml::from_str(&text).unwrap();
@@ -690,6 +744,7 @@ mod tests {
             "out",
             "report",
             "summary",
+            "to",
         ] {
             assert!(
                 text.contains(&format!("# {optional} =")),

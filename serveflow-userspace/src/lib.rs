@@ -7,8 +7,8 @@
 //!  NIC ─► XDP program (serveflow-ebpf) ─► AF_XDP rings ─► capture::afxdp ─► live ┐
 //!          flow map, counters  [xdp]                                             ├─► pipeline:
 //!  pcap/pcapng files ─────────────────────────► capture::{file, merge} ──────────┘   parse
-//!     ─► flow ─► features ─► model::tree (inline stages) ─► router ─┬─► verdict, report
-//!                                           pipeline::slow_pool (model::onnx) ◄┘
+//!     ─► flow ─► features ─► model::tree (inline stages) ─► router ─┬─► verdict, report,
+//!                                           pipeline::slow_pool (model::onnx) ◄┘   export
 //! ```
 //!
 //! The modules are layered (see the README's architecture section): each imports only from
@@ -19,6 +19,7 @@
 //! - flows: [`FlowTable`], [`FlowConfig`], [`FlowId`];
 //! - models and serving: [`ModelDir`], [`Cascade`], [`run_pipeline`], [`Feed`],
 //!   [`RunResult`], [`Verdict`], [`VerdictOutput`];
+//! - export: [`Exporter`] over [`export::Target`]s (IPFIX, Kafka, files);
 //! - live: [`live::run`] with [`LiveRun`], giving a [`LiveOutcome`].
 //!
 //! The modules stay public for the trainer, the fuzz targets, the benches and the tests; what
@@ -29,6 +30,7 @@
 pub mod calibrate;
 pub mod capture;
 pub mod config;
+pub mod export;
 pub mod extract;
 pub mod features;
 pub mod flow;
@@ -49,6 +51,7 @@ pub mod verdict;
 pub mod xdp;
 
 pub use config::{Config, ConfigError, Mode, Speed};
+pub use export::Exporter;
 pub use flow::{FlowConfig, FlowId, FlowTable};
 pub use frame::{CapturedPacket, Input, LinkType};
 pub use live::{LiveError, LiveOutcome, LiveRun};

@@ -27,6 +27,17 @@ pub enum StageKind {
     Fallback,
 }
 
+impl StageKind {
+    /// The name verdict lines and exports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            StageKind::Fast => "fast",
+            StageKind::Slow => "slow",
+            StageKind::Fallback => "fallback",
+        }
+    }
+}
+
 /// What made the pipeline decide a flow when it did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -37,6 +48,17 @@ pub enum Trigger {
     Timeout,
     /// The flow ended (idle, FIN/RST, evicted, input ended) before reaching it.
     End,
+}
+
+impl Trigger {
+    /// The name verdict lines and exports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Trigger::Packets => "packets",
+            Trigger::Timeout => "timeout",
+            Trigger::End => "end",
+        }
+    }
 }
 
 /// One flow's verdict.
@@ -63,6 +85,8 @@ pub struct Verdict {
     pub trigger: Trigger,
     /// Packets of the flow seen when decided.
     pub packets: u32,
+    /// Bytes of the flow seen when decided (frames as captured, both directions).
+    pub bytes: u64,
     /// First packet's arrival -> verdict, waiting for packets included (µs).
     pub latency_us: f64,
     /// Queueing and inference only: from the packet (or timeout) that triggered the decision to
@@ -219,6 +243,7 @@ impl Verdict {
             model: "fast",
             trigger: Trigger::Packets,
             packets: 1,
+            bytes: 60,
             latency_us: 0.0,
             serving_us: 1.0,
             server_name: None,

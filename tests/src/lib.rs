@@ -2,6 +2,7 @@
 //! and small captures the project makes itself. Used by the integration tests in `tests/tests`
 //! and by `cargo xtask demo`.
 
+pub mod engines;
 pub mod frames;
 pub mod live;
 pub mod netns;

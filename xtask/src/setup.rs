@@ -4,7 +4,10 @@
 //!   pinned in rust-toolchain.toml and installed by rustup on first use);
 //! - bpf-linker, linked against that nightly's own LLVM so their versions always match;
 //! - Debian packages: iproute2 (ip), bpftool, tcpreplay, util-linux (nsenter, setpriv, unshare),
-//!   libclang-dev (bindgen for lightgbm3);
+//!   libclang-dev (bindgen for lightgbm3), and the export tests' real engines: pmacct (nfacctd,
+//!   an IPFIX collector) and tshark (Wireshark's dissectors);
+//! - the Kafka export tests' engines: tansu, a Kafka-protocol broker from crates.io, into
+//!   `.tools/bin`, and confluent-kafka (a consumer) from PyPI into `.tools/venv`;
 //! - CMake >= 3.28 for lightgbm3's C++ build, from PyPI into `.tools/venv` (Debian has 3.25);
 //! - bpffs mounted at /sys/fs/bpf.
 
@@ -21,7 +24,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 
 /// (command on PATH, or absolute file, that must exist; Debian package providing it)
-const APT: [(&str, &str); 7] = [
+const APT: [(&str, &str); 9] = [
     ("ip", "iproute2"),
     ("bpftool", "bpftool"),
     ("tcpreplay", "tcpreplay"),
@@ -29,13 +32,19 @@ const APT: [(&str, &str); 7] = [
     ("setpriv", "util-linux"),
     ("unshare", "util-linux"),
     ("/usr/lib/llvm-14/lib/libclang.so", "libclang-dev"),
+    ("nfacctd", "pmacct"),
+    ("tshark", "tshark"),
 ];
+
+/// The Kafka-protocol broker of the export tests, with its in-memory storage (`dynostore`).
+const TANSU_VERSION: &str = "0.6.0";
 
 pub fn run() -> anyhow::Result<()> {
     nightly()?;
     bpf_linker()?;
     apt_packages()?;
     cmake()?;
+    tansu()?;
     bpffs()?;
     Ok(())
 }
@@ -155,11 +164,40 @@ fn cmake() -> anyhow::Result<()> {
             Some((parts.next()??, parts.next()??))
         })
         .is_some_and(|v| v >= CMAKE_MIN);
-    if ok {
+    if !ok {
+        exec(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+        exec(Command::new(venv.join("bin/pip")).args(["install", "-q", "cmake>=3.28"]))?;
+    }
+    // The Kafka export tests' consumer (its wheel carries a current librdkafka).
+    let consumer = Command::new(venv.join("bin/python"))
+        .args(["-c", "import confluent_kafka"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if consumer {
         return Ok(());
     }
-    exec(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-    exec(Command::new(venv.join("bin/pip")).args(["install", "-q", "cmake>=3.28"]))
+    exec(Command::new(venv.join("bin/pip")).args(["install", "-q", "confluent-kafka>=2.6"]))
+}
+
+fn tansu() -> anyhow::Result<()> {
+    let tools = crate::root().join(".tools");
+    let version =
+        output(Command::new(tools.join("bin/tansu")).arg("--version")).unwrap_or_default();
+    if version.contains(TANSU_VERSION) {
+        return Ok(());
+    }
+    exec(
+        Command::new("cargo")
+            .arg("install")
+            .arg("--root")
+            .arg(&tools)
+            .args([
+                &format!("tansu@{TANSU_VERSION}"),
+                "--locked",
+                "--features",
+                "dynostore",
+            ]),
+    )
 }
 
 fn bpffs() -> anyhow::Result<()> {

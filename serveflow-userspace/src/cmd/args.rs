@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{builder::TypedValueParser as _, Args};
 use serveflow::{
     config::{self, Config, Mode, Speed},
+    export::Target,
     labels::Task,
     limits::{self, Choice},
 };
@@ -184,12 +185,17 @@ impl RoutingArgs {
     }
 }
 
-/// `--out` and `--report`.
+/// `--out`, `--export` and `--report`.
 #[derive(Args, Debug, Clone)]
 pub struct OutputArgs {
     /// Verdict JSON lines to this file (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Also export verdicts to ipfix+udp://HOST:PORT, ipfix+tcp://HOST:PORT,
+    /// kafka://BROKER[,BROKER...]/TOPIC or file:PATH (repeatable; replaces `[export] to`).
+    /// Off the fast path: a sink that falls behind or whose peer is down drops, counted.
+    #[arg(long = "export", value_name = "URL", value_parser = export_target)]
+    pub export: Vec<Target>,
     /// Write the latency report (.hgrm, .hlog, summary.json, CDF plot, config.toml) here.
     #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,
@@ -204,7 +210,16 @@ impl OutputArgs {
         if self.report.is_some() {
             c.export.report.clone_from(&self.report);
         }
+        if !self.export.is_empty() {
+            c.export.to.clone_from(&self.export);
+        }
     }
+}
+
+/// An export URL ([`Target`]).
+pub fn export_target(text: &str) -> Result<Target, String> {
+    text.parse()
+        .map_err(|e: serveflow::export::TargetError| e.to_string())
 }
 
 /// A duration in seconds (fractions allowed): 1 ms..=one year.

@@ -7,6 +7,8 @@
 //! 2. **Service rate**: the nDPI captures held in memory, amplified into millions of distinct
 //!    flows (addresses rewritten per loop), through the pipeline at full speed with 1..N
 //!    fast-path workers and one slow thread: new flows per second, escalations, fallbacks.
+//! 3. **Export cost** (with `--export URL`, repeatable): the one-worker rate run again with
+//!    each sink alone: its serving rate against none, and the verdicts per second it took.
 
 use std::{
     collections::HashSet,
@@ -21,6 +23,7 @@ use serde::Serialize;
 use serveflow::{
     capture::{amplify::Amplified, inputs, merge::MergedCaptures},
     config::{Mode, PoolConfig, Speed},
+    export::{Exporter, SinkConfig, SinkReport, Target},
     flow::FlowConfig,
     frame::{CapturedPacket, Input},
     labels::{FlowLabels, Split, Task},
@@ -59,6 +62,9 @@ pub struct BenchArgs {
     /// Skip captures that cannot be read (listed) instead of stopping.
     #[arg(long)]
     pub keep_going: bool,
+    /// Also time the one-worker rate run exporting to this sink (repeatable; each alone).
+    #[arg(long = "export", value_name = "URL", value_parser = args::export_target)]
+    pub export: Vec<Target>,
 }
 
 impl BenchArgs {
@@ -81,6 +87,7 @@ impl BenchArgs {
             fast_wait_ms: c.pipeline.fast_wait_ms,
             out: self.out.clone(),
             keep_going: c.capture.keep_going,
+            exports: self.export.clone(),
         })
     }
 }
@@ -106,6 +113,8 @@ pub struct BenchOptions {
     pub out: Option<PathBuf>,
     /// Skip unreadable captures (listed) instead of stopping.
     pub keep_going: bool,
+    /// Sinks to time the rate run with, each alone.
+    pub exports: Vec<Target>,
 }
 
 /// One accuracy/latency row.
@@ -158,6 +167,68 @@ pub struct RateRow {
     pub fallback_percent: f64,
     /// Every flow got exactly one verdict.
     pub one_verdict_each: bool,
+}
+
+/// The one-worker rate run with one export sink.
+#[derive(Debug, Serialize)]
+pub struct ExportRow {
+    /// The rate run, exporting.
+    pub run: RateRow,
+    /// Its rate against the run without export.
+    pub rate_ratio: f64,
+    /// What the sink did.
+    pub sink: SinkReport,
+    /// Verdicts the sink took per second of serving.
+    pub sent_per_s: f64,
+}
+
+/// One full-speed run of the amplified captures with `workers` and one slow thread, its
+/// verdicts offered to `exporter` when given.
+fn rate_run(
+    models: &Path,
+    base: &[CapturedPacket],
+    loops: u32,
+    workers: usize,
+    max_wait_ms: f64,
+    exporter: Option<&Exporter>,
+) -> anyhow::Result<RateRow> {
+    let config = PipelineConfig {
+        workers,
+        pool: PoolConfig {
+            threads: 1,
+            ..PoolConfig::default()
+        },
+        flow: FlowConfig {
+            idle_timeout_s: 2,
+            ..FlowConfig::default()
+        },
+        speed: Speed::Max,
+        max_wait_ms,
+        ..PipelineConfig::default()
+    };
+    let source = Amplified::new(base, loops, 1_000).map(Input::Packet);
+    let r = pipeline::run(
+        cascade(models, Mode::Cascade)?,
+        &config,
+        Feed::Shared(source),
+        &VerdictOutput::none(),
+        None,
+        exporter.map(Exporter::hooks),
+    );
+    let s = r.stats.summary();
+    let packets: u64 = r.workers.iter().map(|w| w.packets).sum();
+    Ok(RateRow {
+        workers,
+        slow_threads: 1,
+        flows: r.flows_in(),
+        packets,
+        wall_s: r.wall_s,
+        new_flows_per_s: r.flows_in() as f64 / r.wall_s.max(1e-9),
+        packets_per_s: packets as f64 / r.wall_s.max(1e-9),
+        escalated_percent: s.escalated_percent,
+        fallback_percent: s.fallback_percent,
+        one_verdict_each: r.flows_in() == r.stats.total(),
+    })
 }
 
 fn cascade(models: &Path, mode: Mode) -> anyhow::Result<Arc<Cascade>> {
@@ -287,43 +358,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---|")?;
     let mut rate = Vec::new();
     for workers in 1..=opts.max_workers.max(1) {
-        let config = PipelineConfig {
-            workers,
-            pool: PoolConfig {
-                threads: 1,
-                ..PoolConfig::default()
-            },
-            flow: FlowConfig {
-                idle_timeout_s: 2,
-                ..FlowConfig::default()
-            },
-            speed: Speed::Max,
-            max_wait_ms: opts.max_wait_ms,
-            ..PipelineConfig::default()
-        };
-        let source = Amplified::new(&base, loops, 1_000).map(Input::Packet);
-        let r = pipeline::run(
-            cascade(&models, Mode::Cascade)?,
-            &config,
-            Feed::Shared(source),
-            &VerdictOutput::none(),
-            None,
-            None,
-        );
-        let s = r.stats.summary();
-        let packets: u64 = r.workers.iter().map(|w| w.packets).sum();
-        let row = RateRow {
-            workers,
-            slow_threads: 1,
-            flows: r.flows_in(),
-            packets,
-            wall_s: r.wall_s,
-            new_flows_per_s: r.flows_in() as f64 / r.wall_s.max(1e-9),
-            packets_per_s: packets as f64 / r.wall_s.max(1e-9),
-            escalated_percent: s.escalated_percent,
-            fallback_percent: s.fallback_percent,
-            one_verdict_each: r.flows_in() == r.stats.total(),
-        };
+        let row = rate_run(&models, &base, loops, workers, opts.max_wait_ms, None)?;
         writeln!(
             out,
             "| {} | {} | {} | {:.2} | {:.0} | {:.0} | {:.1}% | {:.1}% | {} |",
@@ -339,8 +374,46 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         )?;
         rate.push(row);
     }
+    let mut exported = Vec::new();
+    if let (false, Some(none)) = (opts.exports.is_empty(), rate.first()) {
+        writeln!(
+            out,
+            "\nexport cost: the 1-worker rate run with each sink alone ({:.0} new flows/s without)\n",
+            none.new_flows_per_s
+        )?;
+        writeln!(
+            out,
+            "| export | wall s | new flows/s | vs none | sent | dropped | undelivered | sent/s |"
+        )?;
+        writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
+        for target in &opts.exports {
+            let exporter = Exporter::start(std::slice::from_ref(target), &SinkConfig::default())?;
+            let run = rate_run(&models, &base, loops, 1, opts.max_wait_ms, Some(&exporter))?;
+            let sink = exporter.finish().pop().unwrap_or_default();
+            let row = ExportRow {
+                rate_ratio: run.new_flows_per_s / none.new_flows_per_s.max(1e-9),
+                sent_per_s: sink.sent as f64 / run.wall_s.max(1e-9),
+                run,
+                sink,
+            };
+            writeln!(
+                out,
+                "| {} | {:.2} | {:.0} | {:.3} | {} | {} | {} | {:.0} |",
+                row.sink.target,
+                row.run.wall_s,
+                row.run.new_flows_per_s,
+                row.rate_ratio,
+                row.sink.sent,
+                row.sink.dropped_full + row.sink.dropped_down,
+                row.sink.failed,
+                row.sent_per_s
+            )?;
+            exported.push(row);
+        }
+    }
     if let Some(path) = &opts.out {
         let json = serde_json::json!({
+            "export": exported,
             "command": std::env::args().collect::<Vec<_>>().join(" "),
             "models": models.display().to_string(),
             "cores": cores,

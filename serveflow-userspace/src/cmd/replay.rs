@@ -13,6 +13,7 @@ use clap::Args;
 use serveflow::{
     capture::{inputs, merge::MergedCaptures},
     config::{Config, Speed},
+    export::Exporter,
     frame::Input,
     labels::{FlowLabels, Split, Task},
     limits::Choice as _,
@@ -168,6 +169,7 @@ pub fn run(opts: &Replay) -> anyhow::Result<()> {
     }
     cascade.apply_mode(c.pipeline.mode);
     let cascade = Arc::new(cascade);
+    let exporter = Exporter::start(&c.export.to, &c.export.sinks())?;
     let mut captures = MergedCaptures::open(&files)?;
     let result = pipeline::run(
         cascade,
@@ -175,8 +177,9 @@ pub fn run(opts: &Replay) -> anyhow::Result<()> {
         Feed::Shared(captures.by_ref().map(Input::Packet)),
         &verdicts,
         truth,
-        None,
+        (!exporter.is_empty()).then(|| exporter.hooks()),
     );
+    let exports = exporter.finish();
     let file_reports = captures.reports();
     let early: Vec<String> = file_reports
         .iter()
@@ -186,7 +189,7 @@ pub fn run(opts: &Replay) -> anyhow::Result<()> {
         .iter()
         .filter_map(|r| r.skipped_line())
         .collect();
-    let summary = ServingSummary::new(
+    let mut summary = ServingSummary::new(
         &result,
         files.len(),
         &CaptureIssues {
@@ -196,6 +199,7 @@ pub fn run(opts: &Replay) -> anyhow::Result<()> {
         },
         &dir,
     );
+    summary.exports = exports;
     let stderr = &mut std::io::stderr().lock();
     summary.write_lines(stderr)?;
     if let Some(report) = &c.export.report {

@@ -205,7 +205,12 @@ mod tests {
 
     #[test]
     fn a_link_that_flaps_is_counted_once_per_outage_and_gone_stops() {
-        let m = LiveMetrics::new(vec!["a".into()], 1, PathBuf::from("/nonexistent"));
+        let m = LiveMetrics::new(
+            vec!["a".into()],
+            1,
+            PathBuf::from("/nonexistent"),
+            Vec::new(),
+        );
         let mut w = LinkWatch::default();
         let t0 = Instant::now();
         assert_eq!(w.observe(LinkState::Up, t0, &m), LinkEvent::None);

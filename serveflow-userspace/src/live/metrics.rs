@@ -18,6 +18,7 @@ use std::{
 
 use crate::{
     capture::afxdp::SocketStatistics,
+    export::SinkStats,
     pipeline::progress::Progress,
     verdict::{StageKind, Verdict, VerdictHook},
 };
@@ -48,6 +49,8 @@ pub struct LiveMetrics {
     pub link_down_events: AtomicU64,
     /// Where the kernel maps are pinned (read at scrape time).
     pub pins: PathBuf,
+    /// Each export sink's URL and counters.
+    pub exports: Vec<(String, Arc<SinkStats>)>,
 }
 
 /// One AF_XDP socket's counters, stored by the thread that drains it.
@@ -83,8 +86,13 @@ impl QueueGauges {
 
 impl LiveMetrics {
     /// Counters for a model with `classes`, `queues` AF_XDP sockets, kernel maps pinned at
-    /// `pins`.
-    pub fn new(classes: Vec<String>, queues: usize, pins: PathBuf) -> Arc<Self> {
+    /// `pins`, and the export sinks' counters.
+    pub fn new(
+        classes: Vec<String>,
+        queues: usize,
+        pins: PathBuf,
+        exports: Vec<(String, Arc<SinkStats>)>,
+    ) -> Arc<Self> {
         let k = classes.len();
         Arc::new(LiveMetrics {
             queues: (0..queues).map(|_| QueueGauges::default()).collect(),
@@ -98,6 +106,7 @@ impl LiveMetrics {
             latency_sum_us: AtomicU64::new(0),
             received_packets: AtomicU64::new(0),
             pins,
+            exports,
         })
     }
 
@@ -241,6 +250,34 @@ impl LiveMetrics {
                 v.load(Relaxed)
             ));
         }
+        if !self.exports.is_empty() {
+            let sinks = || self.exports.iter();
+            counter(
+                &mut s,
+                "serveflow_export_sent_total",
+                "Verdicts handed to each export sink's peer.",
+                sinks().map(|(t, st)| (format!("{{sink=\"{t}\"}}"), st.sent.load(Relaxed))),
+            );
+            counter(
+                &mut s,
+                "serveflow_export_dropped_total",
+                "Verdicts an export sink dropped: its queue was full, or its peer was down.",
+                sinks().flat_map(|(t, st)| {
+                    [
+                        ("queue_full", st.dropped_full.load(Relaxed)),
+                        ("peer_down", st.dropped_down.load(Relaxed)),
+                        ("undelivered", st.failed.load(Relaxed)),
+                    ]
+                    .map(|(why, v)| (format!("{{sink=\"{t}\",reason=\"{why}\"}}"), v))
+                }),
+            );
+            counter(
+                &mut s,
+                "serveflow_export_reconnects_total",
+                "Times an export sink connected again after losing its peer.",
+                sinks().map(|(t, st)| (format!("{{sink=\"{t}\"}}"), st.reconnects.load(Relaxed))),
+            );
+        }
         if let Ok(st) = crate::xdp::pinned::read(&self.pins) {
             s.push_str("# HELP serveflow_kernel_packets_total XDP program outcomes.\n");
             s.push_str("# TYPE serveflow_kernel_packets_total counter\n");
@@ -356,10 +393,14 @@ mod tests {
 
     #[test]
     fn verdicts_are_counted_and_served() {
+        let sink = Arc::new(SinkStats::default());
+        sink.sent.store(5, Relaxed);
+        sink.dropped_down.store(2, Relaxed);
         let m = LiveMetrics::new(
             vec!["a".into(), "b".into()],
             2,
             PathBuf::from("/nonexistent"),
+            vec![("ipfix+udp://127.0.0.1:4739".into(), sink)],
         );
         m.progress.escalated.store(7, Relaxed);
         m.queues[1].set_drops(&SocketStatistics {
@@ -413,5 +454,15 @@ mod tests {
             "{body}"
         );
         assert!(body.contains("serveflow_link_up 1"), "{body}");
+        assert!(
+            body.contains("serveflow_export_sent_total{sink=\"ipfix+udp://127.0.0.1:4739\"} 5"),
+            "{body}"
+        );
+        assert!(
+            body.contains(
+                "serveflow_export_dropped_total{sink=\"ipfix+udp://127.0.0.1:4739\",reason=\"peer_down\"} 2"
+            ),
+            "{body}"
+        );
     }
 }

@@ -23,6 +23,7 @@ use std::{
 use crate::{
     capture::afxdp::{AfXdpError, XskReceiver},
     config::{Config, ConfigError, RssMode, Speed},
+    export::{ExportError, Exporter},
     frame::Input,
     model::{
         bundled,
@@ -39,11 +40,11 @@ use crate::{
         rss::{self, RssSymmetry},
         SystemError,
     },
-    verdict::VerdictOutput,
+    verdict::{HookFactory, VerdictHook, VerdictOutput},
     xdp::XdpError,
 };
 use control::{Control, ControlConfig};
-use metrics::{LiveMetrics, MetricsEndpoint};
+use metrics::{Hooks, LiveMetrics, MetricsEndpoint};
 use session::Session;
 use source::LiveSource;
 use summary::{RunSummary, UserspaceCounts};
@@ -74,6 +75,9 @@ pub enum LiveError {
         /// Cause.
         source: std::io::Error,
     },
+    /// An export sink could not start (unreachable collector, broker, file).
+    #[error(transparent)]
+    Export(#[from] ExportError),
     /// Attaching or configuring the XDP program.
     #[error(transparent)]
     Xdp(#[from] XdpError),
@@ -152,14 +156,17 @@ pub fn run(
         source,
     })?;
 
+    // Before attaching: a collector or broker that cannot be reached is a start-up error.
+    let exporter = Exporter::start(&config.export.to, &config.export.sinks())?;
     let session = Session::open(&config, &cascade)?;
     let iface = session.iface().clone();
     let metrics = LiveMetrics::new(
         cascade.classes.iter().map(|c| c.to_string()).collect(),
         session.sockets.len(),
         session.pin_dir(),
+        exporter.stats(),
     );
-    let hooks = session.hooks(&metrics);
+    let hooks = both(session.hooks(&metrics), exporter.hooks());
     let endpoint = config
         .metrics
         .listen
@@ -288,7 +295,8 @@ pub fn run(
     let mut counts = UserspaceCounts::of(&result);
     counts.by_queue = sockets.iter().map(XskReceiver::received).collect();
     counts.kernel_timestamps = kernel_timestamps;
-    let serving = ServingSummary::new(&result, 0, &CaptureIssues::default(), &dir);
+    let mut serving = ServingSummary::new(&result, 0, &CaptureIssues::default(), &dir);
+    serving.exports = exporter.finish();
     let secs = started.elapsed().as_secs_f64();
     let mut summary = RunSummary::read(&program, &sockets, secs, counts, &metrics, Some(serving))?;
     program.detach();
@@ -302,6 +310,14 @@ pub fn run(
         summary,
         result: Some(result),
         config,
+    })
+}
+
+/// Each deciding thread gets both factories' hooks.
+fn both(a: HookFactory, b: HookFactory) -> HookFactory {
+    Arc::new(move || {
+        let hooks: Vec<Box<dyn VerdictHook>> = [a(), b()].into_iter().flatten().collect();
+        Some(Box::new(Hooks(hooks)) as Box<dyn VerdictHook>)
     })
 }
 

@@ -7,7 +7,10 @@ use std::{collections::BTreeMap, path::Path};
 use serde::Serialize;
 
 use super::{worker::WorkerCounters, RunResult};
-use crate::report::LatencySummary;
+use crate::{
+    export::{self, SinkReport},
+    report::LatencySummary,
+};
 
 /// What went wrong with the inputs, one line each.
 #[derive(Clone, Copy, Debug, Default)]
@@ -67,6 +70,9 @@ pub struct ServingSummary {
     pub new_flows_per_s: f64,
     /// Verdicts per stage and trigger, latency, scores.
     pub result: LatencySummary,
+    /// What each export sink delivered and dropped.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<SinkReport>,
 }
 
 impl ServingSummary {
@@ -104,6 +110,7 @@ impl ServingSummary {
             wall_s: r.wall_s,
             new_flows_per_s: flows_in as f64 / r.wall_s.max(1e-9),
             result: r.stats.summary(),
+            exports: Vec::new(),
         }
     }
 
@@ -168,6 +175,9 @@ impl ServingSummary {
             for line in lines {
                 writeln!(out, "inputs:    {label}: {line}")?;
             }
+        }
+        for line in export::summary_lines(&self.exports) {
+            writeln!(out, "{line}")?;
         }
         Ok(())
     }

@@ -400,6 +400,7 @@ impl Decider {
                 .map_or("fast", |st| st.name),
             trigger,
             packets: flow.packets.min(u64::from(u32::MAX)) as u32,
+            bytes: flow.bytes,
             latency_us: 0.0,
             serving_us: 0.0,
             server_name: flow.server_name.clone(),

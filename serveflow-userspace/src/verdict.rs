@@ -105,6 +105,10 @@ pub struct Verdict {
 pub trait VerdictHook: Send {
     /// `v` was decided as class index `class` (`v.key` is the flow's kernel key).
     fn decided(&mut self, v: &Verdict, class: usize);
+
+    /// Hands on whatever the hook holds back; the deciding thread calls it when it idles and
+    /// when it ends.
+    fn flush(&mut self) {}
 }
 
 /// Makes one hook per deciding thread.

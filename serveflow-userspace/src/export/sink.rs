@@ -1,17 +1,18 @@
-//! One export sink: a bounded queue the deciding threads push verdicts into without waiting,
-//! and a thread that batches them to a transport, reconnecting with back-off when the peer is
-//! gone. A full queue or a peer that is down costs counted drops, never a stalled worker.
+//! One export sink: a queue, bounded in verdicts, that the deciding threads hand batches of
+//! verdicts to without waiting, and a thread that sends them on to a transport, reconnecting
+//! with back-off when the peer is gone. A full queue or a peer that is down costs counted
+//! drops, never a stalled worker.
 
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
         Arc, Mutex,
     },
     thread::JoinHandle,
     time::{Duration, Instant},
 };
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::Serialize;
 
 use super::ExportError;
@@ -55,6 +56,8 @@ pub struct SinkStats {
     pub failed: AtomicU64,
     /// Connections made again after a failure.
     pub reconnects: AtomicU64,
+    /// Verdicts queued now, not yet taken by the sink thread.
+    pub queued: AtomicUsize,
 }
 
 /// What one sink did over a run.
@@ -87,18 +90,29 @@ impl SinkReport {
 /// The feeding end of a sink, cloned into every deciding thread's hook.
 #[derive(Clone, Debug)]
 pub(crate) struct SinkFeed {
-    tx: Sender<Verdict>,
+    tx: Sender<Vec<Verdict>>,
     stats: Arc<SinkStats>,
+    capacity: usize,
 }
 
 impl SinkFeed {
-    /// Queues `v` or counts it dropped; never waits.
-    pub(crate) fn offer(&self, v: &Verdict) {
-        match self.tx.try_send(v.clone()) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.stats.dropped_full.fetch_add(1, Relaxed);
-            }
+    /// Queues a batch, or counts it dropped when the queue holds `capacity` verdicts already
+    /// (threads racing past the check can overshoot by a batch each); never waits.
+    pub(crate) fn offer(&self, batch: Vec<Verdict>) {
+        let n = batch.len();
+        if n == 0 {
+            return;
+        }
+        let queued = self.stats.queued.load(Relaxed);
+        if queued + n > self.capacity {
+            self.stats.dropped_full.fetch_add(n as u64, Relaxed);
+            return;
+        }
+        self.stats.queued.fetch_add(n, Relaxed);
+        if self.tx.send(batch).is_err() {
+            // The sink has stopped: nobody will take them.
+            self.stats.queued.fetch_sub(n, Relaxed);
+            self.stats.dropped_full.fetch_add(n as u64, Relaxed);
         }
     }
 }
@@ -124,7 +138,8 @@ impl Sink {
         queue: usize,
         close_timeout: Duration,
     ) -> Result<Sink, ExportError> {
-        let (tx, rx) = crossbeam_channel::bounded(queue.max(1));
+        // Unbounded in batches, bounded in verdicts by the feeds' count.
+        let (tx, rx) = crossbeam_channel::unbounded();
         let stats = Arc::new(SinkStats::default());
         let last_error = Arc::new(Mutex::new(None));
         let closing = Arc::new(AtomicBool::new(false));
@@ -135,6 +150,7 @@ impl Sink {
             stats: stats.clone(),
             last_error: last_error.clone(),
             connected: true,
+            warned: false,
             backoff: BACKOFF_MIN,
             retry_at: Instant::now(),
             close_timeout,
@@ -148,6 +164,7 @@ impl Sink {
             feed: Some(SinkFeed {
                 tx,
                 stats: stats.clone(),
+                capacity: queue.max(1),
             }),
             stats,
             last_error,
@@ -194,12 +211,14 @@ impl Drop for Sink {
 }
 
 struct SinkThread {
-    rx: Receiver<Verdict>,
+    rx: Receiver<Vec<Verdict>>,
     closing: Arc<AtomicBool>,
     transport: Box<dyn Transport>,
     stats: Arc<SinkStats>,
     last_error: Arc<Mutex<Option<String>>>,
     connected: bool,
+    /// Whether this outage was logged (once per outage, not per failed send).
+    warned: bool,
     backoff: Duration,
     retry_at: Instant,
     close_timeout: Duration,
@@ -210,11 +229,11 @@ impl SinkThread {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             let open = match self.rx.recv_timeout(TICK) {
-                Ok(v) => {
-                    batch.push(v);
+                Ok(mut got) => {
+                    self.take(&mut batch, &mut got);
                     while batch.len() < BATCH {
                         match self.rx.try_recv() {
-                            Ok(v) => batch.push(v),
+                            Ok(mut got) => self.take(&mut batch, &mut got),
                             Err(_) => break,
                         }
                     }
@@ -245,6 +264,11 @@ impl SinkThread {
         self.count_failed();
     }
 
+    fn take(&self, batch: &mut Vec<Verdict>, got: &mut Vec<Verdict>) {
+        self.stats.queued.fetch_sub(got.len(), Relaxed);
+        batch.append(got);
+    }
+
     fn send(&mut self, batch: &mut Vec<Verdict>) {
         if batch.is_empty() {
             return;
@@ -256,6 +280,7 @@ impl SinkThread {
             match self.transport.send(batch) {
                 Ok(()) => {
                     self.stats.sent.fetch_add(n, Relaxed);
+                    self.warned = false;
                 }
                 Err(e) => {
                     self.stats.dropped_down.fetch_add(n, Relaxed);
@@ -284,8 +309,9 @@ impl SinkThread {
     }
 
     fn down(&mut self, e: ExportError) {
-        if self.connected {
-            log::warn!("export: {e}; dropping verdicts until it is back");
+        if !self.warned {
+            log::warn!("{e}; dropping verdicts until it is back");
+            self.warned = true;
         }
         self.error(&e);
         self.connected = false;
@@ -368,19 +394,17 @@ mod tests {
         let feed = sink.feed().unwrap();
         let v = Verdict::sample();
         for _ in 0..100 {
-            feed.offer(&v);
+            feed.offer(vec![v.clone()]);
         }
         std::thread::sleep(Duration::from_millis(300));
         up.store(false, Relaxed);
-        for _ in 0..50 {
-            feed.offer(&v);
-        }
+        feed.offer(vec![v.clone(); 50]);
         std::thread::sleep(Duration::from_millis(300));
         up.store(true, Relaxed);
         // Back-off reaches at most a few hundred ms here.
         std::thread::sleep(Duration::from_millis(1_000));
         for _ in 0..25 {
-            feed.offer(&v);
+            feed.offer(vec![v.clone()]);
         }
         drop(feed);
         let r = sink.finish();
@@ -398,7 +422,7 @@ mod tests {
         let feed = sink.feed().unwrap();
         let v = Verdict::sample();
         for _ in 0..10_000 {
-            feed.offer(&v);
+            feed.offer(vec![v.clone()]);
         }
         drop(feed);
         let r = sink.finish();

@@ -337,6 +337,12 @@ impl VerdictHook for Hooks {
             h.decided(v, class);
         }
     }
+
+    fn flush(&mut self) {
+        for h in &mut self.0 {
+            h.flush();
+        }
+    }
 }
 
 /// The `GET /metrics` endpoint: a non-blocking listener the live session's control loop

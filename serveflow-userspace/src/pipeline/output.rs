@@ -160,6 +160,13 @@ impl std::fmt::Debug for dyn VerdictHook {
 }
 
 impl ThreadOutput {
+    /// Lets the hook hand on what it holds back (the thread idles or ends).
+    pub fn flush_hook(&mut self) {
+        if let Some(hook) = &mut self.hook {
+            hook.flush();
+        }
+    }
+
     /// Finishes `v` (latency, truth), records and writes it. `class` is its label's index.
     /// Serving time is the wall time since the trigger was handled.
     pub fn emit(&mut self, v: Verdict, class: usize, timing: Timing) {

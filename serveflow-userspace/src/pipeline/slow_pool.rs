@@ -217,11 +217,15 @@ pub fn serve(
                 None => out.emit(v, class, job.timing),
             }
         }
+        if rx.is_empty() {
+            out.flush_hook();
+        }
     }
     if let Some(sim) = simulated.as_mut() {
         sim.finish(out);
         counters.simulated_fallbacks = sim.fallbacks;
     }
+    out.flush_hook();
     counters
 }
 

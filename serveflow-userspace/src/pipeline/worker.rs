@@ -264,6 +264,7 @@ impl Worker {
             let wall = clock.wall();
             self.run_deadlines(wall, wall);
         }
+        self.decider.out.flush_hook();
         self.publish();
     }
 
@@ -308,6 +309,7 @@ impl Worker {
             flows: self.table.counters(),
         };
         self.decider.out.lines.flush();
+        self.decider.out.flush_hook();
         (self.decider.out, counters)
     }
 }

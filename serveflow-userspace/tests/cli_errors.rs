@@ -312,3 +312,21 @@ fn os_errors_are_printed_once() {
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
     }
 }
+
+#[test]
+fn status_json_with_nothing_running_is_an_empty_list() {
+    let pinned = std::path::Path::new("/sys/fs/bpf")
+        .join(serveflow_common::PIN_SCHEMA)
+        .read_dir()
+        .map_or(0, |d| d.count());
+    let (code, stdout, stderr) = serveflow(&["status", "--json"]);
+    if pinned > 0 {
+        eprintln!("SKIPPED: {pinned} instance(s) pinned on this machine");
+        return;
+    }
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), "[]");
+    let (code, _, stderr) = serveflow(&["status"]);
+    assert_eq!(code, 1, "a person asking gets told: {stderr}");
+    assert!(stderr.contains("is `serveflow run` running?"), "{stderr}");
+}

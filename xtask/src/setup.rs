@@ -43,7 +43,7 @@ pub fn run() -> anyhow::Result<()> {
     nightly()?;
     bpf_linker()?;
     apt_packages()?;
-    cmake()?;
+    python_tools()?;
     tansu()?;
     bpffs()?;
     Ok(())
@@ -152,7 +152,8 @@ fn apt_packages() -> anyhow::Result<()> {
 /// Minimum CMake for LightGBM 4.7 (lightgbm3-sys).
 const CMAKE_MIN: (u32, u32) = (3, 28);
 
-fn cmake() -> anyhow::Result<()> {
+/// `.tools/venv`: CMake for lightgbm3-sys, and the Kafka tests' consumer.
+fn python_tools() -> anyhow::Result<()> {
     let venv = crate::root().join(".tools/venv");
     let cmake = venv.join("bin/cmake");
     let version = output(Command::new(&cmake).arg("--version")).unwrap_or_default();

@@ -15,7 +15,7 @@ pub struct StatusArgs {
     /// pinned maps).
     #[arg(short, long)]
     pub interface: Option<String>,
-    /// Print JSON.
+    /// Print JSON: a list with one object per instance (`[]` when none runs, exit 0).
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -52,6 +52,11 @@ pub fn run(opts: &StatusOptions) -> anyhow::Result<()> {
         Some(i) => vec![root.join(i)],
         None => pinned::instances(&opts.bpffs),
     };
+    if dirs.is_empty() && opts.json {
+        // For scripts and monitors: nothing running is an empty list, not a failure.
+        writeln!(std::io::stdout().lock(), "[]")?;
+        return Ok(());
+    }
     if dirs.is_empty() {
         anyhow::bail!(
             "no serveflow instance has pinned maps under {}: is `serveflow run` running?",

@@ -46,7 +46,9 @@ fn first_with_manifest(searched: &[PathBuf], task: Task) -> Result<PathBuf, Mode
     searched
         .iter()
         .find(|d| d.join(MANIFEST).is_file())
-        .cloned()
+        // Printed and written into reports: `/opt/serveflow/models/service`, not
+        // `.../serveflow-userspace/../models/service`.
+        .map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.clone()))
         .ok_or_else(|| ModelDirError {
             path: searched.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
             field: "(bundled models)".into(),
@@ -75,5 +77,19 @@ mod tests {
             .to_string();
         assert!(e.contains("no bundled `device` models"), "{e}");
         assert!(e.contains("--models DIR"), "{e}");
+    }
+
+    #[test]
+    fn found_directories_are_named_without_dot_dot() {
+        let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/service");
+        let found = first_with_manifest(&[bundled], Task::Service).unwrap();
+        assert!(found.is_absolute(), "{}", found.display());
+        assert!(
+            !found
+                .components()
+                .any(|c| c == std::path::Component::ParentDir),
+            "{}",
+            found.display()
+        );
     }
 }

@@ -43,6 +43,10 @@ enum Command {
     /// `serveflow-train craft`).
     #[command(disable_help_flag = true)]
     Craft(cmd::train::TrainerArgs),
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    Completions(cmd::docs::CompletionsArgs),
+    /// Print the man page (or write one per command with --out DIR).
+    Man(cmd::docs::ManArgs),
 }
 
 /// The exit statuses, in every command's `--help` and the README.
@@ -91,6 +95,8 @@ fn main() -> ExitCode {
         Command::Calibrate(a) => done(a.run()),
         Command::Train(a) => done(a.run("train")),
         Command::Craft(a) => done(a.run("craft")),
+        Command::Completions(a) => done(a.run(Cli::command())),
+        Command::Man(a) => done(a.run(Cli::command().after_help(EXIT_CODES))),
     };
     result.unwrap_or_else(|e| {
         eprintln!("serveflow: error: {}", message(&e));

@@ -2,8 +2,9 @@
 //! veth where serveflow listens, and every verdict it writes reaches both a real IPFIX
 //! collector (nfacctd) and a real Kafka-protocol broker (tansu, read back by confluent-kafka), each
 //! running beside serveflow in its network namespace: one record and one message per flow,
-//! with the verdict's 5-tuple and label. Needs root and the engines `cargo xtask setup`
-//! installs; without them it says SKIPPED.
+//! with the verdict's 5-tuple and label. The same run's metrics endpoint serves every metric
+//! the Grafana dashboard (`deploy/grafana/serveflow.json`) queries. Needs root and the engines
+//! `cargo xtask setup` installs; without them it says SKIPPED.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -49,6 +50,15 @@ fn a_live_run_exports_every_verdict_to_ipfix_and_kafka() {
     .unwrap();
     bed.replay_from_b(&pcap, 2000).unwrap();
     std::thread::sleep(Duration::from_millis(300));
+    let scrape = bed
+        .command(&bed.ns_a, "bash")
+        .args([
+            "-c",
+            "exec 3<>/dev/tcp/127.0.0.1/9464; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3",
+        ])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&scrape.stdout).into_owned();
     let (code, stderr) = running.stop(libc::SIGINT).unwrap();
     let stderr = stderr.join("\n");
     assert_eq!(code, 0, "{stderr}");
@@ -71,6 +81,8 @@ fn a_live_run_exports_every_verdict_to_ipfix_and_kafka() {
     got.sort();
     assert_eq!(got, want, "nfacctd's records are the verdicts");
 
+    dashboard_metrics_exist(&metrics);
+
     let messages = broker.consume(&python, verdicts.len()).unwrap();
     assert_eq!(messages.len(), verdicts.len(), "one message per flow");
     let flows = |vs: &mut dyn Iterator<Item = &serde_json::Value>| -> BTreeSet<String> {
@@ -81,5 +93,44 @@ fn a_live_run_exports_every_verdict_to_ipfix_and_kafka() {
         flows(&mut messages.iter().map(|(_, v)| v)),
         flows(&mut verdicts.iter()),
         "the messages are the verdicts"
+    );
+}
+
+/// Every metric the dashboard queries is a sample of `scrape` (one live run's endpoint), and
+/// the 16 ms histogram bucket its "decided within 16 ms" panel divides by is there.
+fn dashboard_metrics_exist(scrape: &str) {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/serveflow.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut queried = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("serveflow_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                queried.insert(name);
+            }
+        }
+    }
+    assert!(queried.len() >= 15, "{queried:?}");
+    for name in &queried {
+        let served = scrape.lines().any(|l| {
+            l.strip_prefix(name.as_str())
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        });
+        assert!(
+            served,
+            "the dashboard queries {name}, the endpoint has none:\n{scrape}"
+        );
+    }
+    assert!(
+        scrape.contains("serveflow_verdict_latency_seconds_bucket{le=\"0.016\"}"),
+        "{scrape}"
     );
 }

@@ -4,6 +4,7 @@
 pub mod args;
 pub mod bench;
 pub mod calibrate;
+pub mod docs;
 pub mod extract;
 pub mod models;
 pub mod replay;

@@ -6,6 +6,8 @@
 //! loops never collide (up to 65,536 loops). Timestamps are laid out evenly, `gap_ns` apart,
 //! so time always moves forward whatever the source captures' own clocks did.
 
+use std::collections::HashMap;
+
 use crate::{
     frame::CapturedPacket,
     parse::{self, IpVersion},
@@ -16,6 +18,8 @@ use crate::{
 pub struct Amplified<'a> {
     packets: &'a [CapturedPacket],
     loops: u32,
+    /// A last, partial loop: the packets of the first flows only.
+    tail: Vec<CapturedPacket>,
     next: usize,
     round: u32,
     gap_ns: u64,
@@ -29,12 +33,52 @@ impl<'a> Amplified<'a> {
         Amplified {
             packets,
             loops: loops.min(1 << 16),
+            tail: Vec::new(),
             next: 0,
             round: 0,
             gap_ns,
             emitted: 0,
             base_ns: 1_700_000_000_000_000_000,
         }
+    }
+}
+
+impl<'a> Amplified<'a> {
+    /// Exactly `flows` distinct flows (at most 65,536 loops' worth): whole loops over
+    /// `packets`, then a partial loop over the packets of its first flows, in the order they
+    /// first appear. Frames that belong to no flow go only with the whole loops.
+    pub fn with_flows(packets: &'a [CapturedPacket], flows: u64, gap_ns: u64) -> Self {
+        let mut order: HashMap<_, u64> = HashMap::new();
+        let index: Vec<Option<u64>> = packets
+            .iter()
+            .map(|p| {
+                let key = parse::parse_link(p.link, &p.data).ok()?.flow_key().0;
+                let next = order.len() as u64;
+                Some(*order.entry(key).or_insert(next))
+            })
+            .collect();
+        let base = order.len() as u64;
+        if base == 0 {
+            return Amplified::new(packets, 0, gap_ns);
+        }
+        let most = 1u64 << 16;
+        let (loops, rest) = match flows / base {
+            l if l >= most => (most, 0),
+            l => (l, flows % base),
+        };
+        let mut a = Amplified::new(packets, loops as u32, gap_ns);
+        a.tail = packets
+            .iter()
+            .zip(&index)
+            .filter(|(_, i)| i.is_some_and(|i| i < rest))
+            .map(|(p, _)| p.clone())
+            .collect();
+        a
+    }
+
+    /// Whole loops over the packets (before the partial one).
+    pub fn whole_loops(&self) -> u32 {
+        self.loops
     }
 }
 
@@ -62,10 +106,15 @@ impl Iterator for Amplified<'_> {
     type Item = CapturedPacket;
 
     fn next(&mut self) -> Option<CapturedPacket> {
-        if self.packets.is_empty() || self.round >= self.loops {
+        let packets = match self.round {
+            r if r < self.loops => self.packets,
+            r if r == self.loops => self.tail.as_slice(),
+            _ => return None,
+        };
+        if packets.is_empty() {
             return None;
         }
-        let src = &self.packets[self.next];
+        let src = &packets[self.next];
         let mut p = CapturedPacket {
             ts_ns: self.base_ns + self.emitted * self.gap_ns,
             link: src.link,
@@ -75,7 +124,7 @@ impl Iterator for Amplified<'_> {
         rewrite(&mut p.data, p.link, self.round);
         self.emitted += 1;
         self.next += 1;
-        if self.next == self.packets.len() {
+        if self.next == packets.len() {
             self.next = 0;
             self.round += 1;
         }
@@ -107,5 +156,20 @@ mod tests {
         assert_eq!(keys.len(), base_keys.len() * 3);
         // Loop 0 is the input itself.
         assert!(base_keys.is_subset(&keys));
+    }
+
+    #[test]
+    fn asked_for_flows_are_the_flows_it_makes() {
+        let base = tcp_flows(10, 4);
+        let keys = |a: Amplified<'_>| -> usize {
+            a.map(|p| parse::parse_link(p.link, &p.data).unwrap().flow_key().0)
+                .collect::<HashSet<_>>()
+                .len()
+        };
+        for flows in [1, 7, 10, 23, 30] {
+            assert_eq!(keys(Amplified::with_flows(&base, flows, 1)), flows as usize);
+        }
+        assert_eq!(Amplified::with_flows(&base, 23, 1).whole_loops(), 2);
+        assert_eq!(Amplified::with_flows(&[], 5, 1).count(), 0);
     }
 }

@@ -48,7 +48,8 @@ pub struct BenchArgs {
     pub config: ConfigArgs,
     #[command(flatten)]
     pub models: ModelArgs,
-    /// Distinct flows the rate run amplifies the captures to.
+    /// Distinct flows of the rate run (the captures amplified to exactly this many; up to
+    /// 65,536 loops of them).
     #[arg(long, default_value_t = 2_000_000, value_parser = limits::int::<u64>(1..=1_000_000_000, "at most a billion"))]
     pub flows: u64,
     /// Largest fast-path worker count of the scaling run (at most 4 per core).
@@ -182,12 +183,12 @@ pub struct ExportRow {
     pub sent_per_s: f64,
 }
 
-/// One full-speed run of the amplified captures with `workers` and one slow thread, its
-/// verdicts offered to `exporter` when given.
+/// One full-speed run of `flows` flows amplified from `base` with `workers` and one slow
+/// thread, its verdicts offered to `exporter` when given.
 fn rate_run(
     models: &Path,
     base: &[CapturedPacket],
-    loops: u32,
+    flows: u64,
     workers: usize,
     max_wait_ms: f64,
     exporter: Option<&Exporter>,
@@ -206,7 +207,7 @@ fn rate_run(
         max_wait_ms,
         ..PipelineConfig::default()
     };
-    let source = Amplified::new(base, loops, 1_000).map(Input::Packet);
+    let source = Amplified::with_flows(base, flows, 1_000).map(Input::Packet);
     let r = pipeline::run(
         cascade(models, Mode::Cascade)?,
         &config,
@@ -348,17 +349,19 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         .collect::<HashSet<_>>()
         .len()
         .max(1) as u64;
-    let loops = opts.flows.div_ceil(base_flows).clamp(1, 1 << 16) as u32;
+    let loops = (opts.flows / base_flows).min(1 << 16);
     writeln!(
         out,
-        "\nservice rate: {} packets / {base_flows} flows of nDPI captures x {loops} loops, max speed, 1 slow thread\n",
-        base.len()
+        "\nservice rate: {} flows: {} packets / {base_flows} flows of nDPI captures x {loops} loops, and the first {} flows once more; max speed, 1 slow thread\n",
+        opts.flows,
+        base.len(),
+        opts.flows.saturating_sub(loops * base_flows)
     )?;
     writeln!(out, "| workers | flows | packets | wall s | new flows/s | packets/s | escalated | fallback | one verdict each |")?;
     writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---|")?;
     let mut rate = Vec::new();
     for workers in 1..=opts.max_workers.max(1) {
-        let row = rate_run(&models, &base, loops, workers, opts.max_wait_ms, None)?;
+        let row = rate_run(&models, &base, opts.flows, workers, opts.max_wait_ms, None)?;
         writeln!(
             out,
             "| {} | {} | {} | {:.2} | {:.0} | {:.0} | {:.1}% | {:.1}% | {} |",
@@ -388,7 +391,14 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
         for target in &opts.exports {
             let exporter = Exporter::start(std::slice::from_ref(target), &SinkConfig::default())?;
-            let run = rate_run(&models, &base, loops, 1, opts.max_wait_ms, Some(&exporter))?;
+            let run = rate_run(
+                &models,
+                &base,
+                opts.flows,
+                1,
+                opts.max_wait_ms,
+                Some(&exporter),
+            )?;
             let sink = exporter.finish().pop().unwrap_or_default();
             let row = ExportRow {
                 rate_ratio: run.new_flows_per_s / none.new_flows_per_s.max(1e-9),

@@ -129,6 +129,9 @@ pub fn hlog(run: &RunStats, started: SystemTime) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
+/// The least vertical room between two y-axis labels (px; the font is 12 px).
+const MIN_LABEL_GAP: f64 = 14.0;
+
 /// A latency CDF plot: one line per series, log-scaled milliseconds on x.
 pub fn cdf_svg(series: &[(&str, &Histogram<u64>)]) -> String {
     const W: f64 = 720.0;
@@ -169,14 +172,24 @@ pub fn cdf_svg(series: &[(&str, &Histogram<u64>)]) -> String {
         ));
         decade += 1.0;
     }
-    for q in [0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0] {
+    // Gridlines at every quantile; a label only where it clears the one above it (0.99 sits
+    // 3 px under 1.0 on this axis).
+    let mut labelled_at = f64::MIN;
+    for q in [1.0, 0.99, 0.9, 0.75, 0.5, 0.25, 0.0] {
         let py = y(q);
         s.push_str(&format!(
-            "<line x1=\"{L}\" y1=\"{py:.1}\" x2=\"{}\" y2=\"{py:.1}\" stroke=\"#eee\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{q}</text>\n",
-            W - R,
-            L - 6.0,
-            py + 4.0
+            "<line x1=\"{L}\" y1=\"{py:.1}\" x2=\"{}\" y2=\"{py:.1}\" stroke=\"#eee\"/>",
+            W - R
         ));
+        if py - labelled_at >= MIN_LABEL_GAP {
+            labelled_at = py;
+            s.push_str(&format!(
+                "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{q}</text>",
+                L - 6.0,
+                py + 4.0
+            ));
+        }
+        s.push('\n');
     }
     let target = x(16.0);
     s.push_str(&format!(
@@ -189,20 +202,23 @@ pub fn cdf_svg(series: &[(&str, &Histogram<u64>)]) -> String {
         (W - R + L) / 2.0,
         H - 12.0
     ));
-    for (i, (label, h)) in series.iter().enumerate() {
+    // Stages that decided nothing have no line and no legend entry; colours stay the stage's.
+    let drawn = series
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, h))| !h.is_empty());
+    for (row, (i, (label, h))) in drawn.enumerate() {
         let colour = colours[i % colours.len()];
-        if !h.is_empty() {
-            let mut points = Vec::new();
-            for v in h.iter_quantiles(5) {
-                let ms = v.value_iterated_to().max(1) as f64 / 1e6;
-                points.push(format!("{:.1},{:.1}", x(ms), y(v.quantile_iterated_to())));
-            }
-            s.push_str(&format!(
-                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>\n",
-                points.join(" ")
-            ));
+        let mut points = Vec::new();
+        for v in h.iter_quantiles(5) {
+            let ms = v.value_iterated_to().max(1) as f64 / 1e6;
+            points.push(format!("{:.1},{:.1}", x(ms), y(v.quantile_iterated_to())));
         }
-        let ly = T + 20.0 * i as f64 + 10.0;
+        s.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>\n",
+            points.join(" ")
+        ));
+        let ly = T + 20.0 * row as f64 + 10.0;
         s.push_str(&format!(
             "<line x1=\"{}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{colour}\" stroke-width=\"2\"/><text x=\"{}\" y=\"{}\">{label} ({})</text>\n",
             W - R + 10.0,
@@ -333,6 +349,38 @@ mod tests {
         assert_eq!(n, 2);
         let svg = cdf_svg(&[("all", &run.tally.e2e)]);
         assert!(svg.starts_with("<svg") && svg.contains("<polyline"));
+    }
+
+    #[test]
+    fn cdf_labels_never_overlap_and_empty_stages_have_no_legend() {
+        let mut fast = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).unwrap();
+        for v in [50_000, 2_000_000, 15_000_000] {
+            fast.record(v).unwrap();
+        }
+        let empty = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).unwrap();
+        let svg = cdf_svg(&[("fast", &fast), ("slow", &empty), ("fallback", &empty)]);
+        assert!(svg.contains(">fast (3)<"), "{svg}");
+        assert!(
+            !svg.contains(">slow ("),
+            "an empty stage has no legend entry"
+        );
+        assert!(!svg.contains(">fallback ("));
+        // The y labels (right-aligned at the axis): none closer than the gap to another.
+        let mut ys: Vec<f64> = svg
+            .lines()
+            .flat_map(|l| l.split("<text").skip(1))
+            .filter(|t| t.contains("text-anchor=\"end\""))
+            .filter_map(|t| {
+                let y = t.split("y=\"").nth(1)?.split('"').next()?;
+                y.parse().ok()
+            })
+            .collect();
+        ys.sort_by(f64::total_cmp);
+        assert!(ys.len() >= 5, "{ys:?}");
+        assert!(
+            ys.windows(2).all(|w| w[1] - w[0] >= MIN_LABEL_GAP),
+            "{ys:?}"
+        );
     }
 
     fn base64_decode(s: &str) -> Vec<u8> {

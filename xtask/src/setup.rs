@@ -4,8 +4,9 @@
 //!   pinned in rust-toolchain.toml and installed by rustup on first use);
 //! - bpf-linker, linked against that nightly's own LLVM so their versions always match;
 //! - Debian packages: iproute2 (ip), bpftool, tcpreplay, util-linux (nsenter, setpriv, unshare),
-//!   libclang-dev (bindgen for lightgbm3), and the export tests' real engines: pmacct (nfacctd,
-//!   an IPFIX collector) and tshark (Wireshark's dissectors);
+//!   libclang-dev (bindgen for lightgbm3), the export tests' real engines: pmacct (nfacctd,
+//!   an IPFIX collector) and tshark (Wireshark's dissectors), and chromium (the HTML report
+//!   rendered in a real browser);
 //! - the Kafka export tests' engines: tansu, a Kafka-protocol broker from crates.io, into
 //!   `.tools/bin`, and confluent-kafka (a consumer) from PyPI into `.tools/venv`;
 //! - CMake >= 3.28 for lightgbm3's C++ build, from PyPI into `.tools/venv` (Debian has 3.25);
@@ -24,7 +25,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 
 /// (command on PATH, or absolute file, that must exist; Debian package providing it)
-const APT: [(&str, &str); 9] = [
+const APT: [(&str, &str); 10] = [
     ("ip", "iproute2"),
     ("bpftool", "bpftool"),
     ("tcpreplay", "tcpreplay"),
@@ -34,6 +35,7 @@ const APT: [(&str, &str); 9] = [
     ("/usr/lib/llvm-14/lib/libclang.so", "libclang-dev"),
     ("nfacctd", "pmacct"),
     ("tshark", "tshark"),
+    ("chromium", "chromium"),
 ];
 
 /// The Kafka-protocol broker of the export tests, with its in-memory storage (`dynostore`).

@@ -278,7 +278,36 @@ pub fn write(
         ("serving only", &run.tally.serving),
     ]);
     put("latency_cdf.svg", svg.as_bytes())?;
+    let title = format!("serveflow report, {}", humantime_utc(started));
+    put(
+        "index.html",
+        super::html::page(&title, &run.summary(), &svg, config).as_bytes(),
+    )?;
     put("config.toml", config.as_bytes())
+}
+
+/// `started` as `YYYY-MM-DD HH:MM:SS UTC` (civil date from the Unix day count).
+fn humantime_utc(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -330,6 +359,7 @@ mod tests {
                 triggers: [1, 0, 0],
                 confusion: vec![],
                 unknown_truth: 0,
+                by_class: vec![],
             },
             classes: vec![],
             intervals: [(0, h.clone()), (3, h.clone())].into_iter().collect(),
@@ -349,6 +379,14 @@ mod tests {
         assert_eq!(n, 2);
         let svg = cdf_svg(&[("all", &run.tally.e2e)]);
         assert!(svg.starts_with("<svg") && svg.contains("<polyline"));
+    }
+
+    #[test]
+    fn report_dates_are_civil_utc() {
+        let at = |s: u64| humantime_utc(SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(at(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(at(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(at(1_796_350_000), "2026-12-04 02:06:40 UTC");
     }
 
     #[test]

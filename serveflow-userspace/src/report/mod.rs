@@ -7,6 +7,7 @@
 //! report files ([`files`]).
 
 pub mod files;
+pub mod html;
 
 use std::{
     collections::BTreeMap,
@@ -78,6 +79,8 @@ pub struct VerdictTally {
     pub confusion: Vec<u64>,
     /// Labeled verdicts whose truth maps to no class of the model.
     pub unknown_truth: u64,
+    /// Verdicts per predicted class and stage kind (fast, slow, fallback).
+    pub by_class: Vec<[u64; 3]>,
 }
 
 impl VerdictTally {
@@ -91,6 +94,7 @@ impl VerdictTally {
             triggers: [0; 3],
             confusion: vec![0; classes * classes],
             unknown_truth: 0,
+            by_class: vec![[0; 3]; classes],
         }
     }
 
@@ -111,6 +115,13 @@ impl VerdictTally {
             }
         }
         self.unknown_truth += o.unknown_truth;
+        if o.by_class.len() == self.by_class.len() {
+            for (a, b) in self.by_class.iter_mut().zip(&o.by_class) {
+                for s in 0..3 {
+                    a[s] += b[s];
+                }
+            }
+        }
     }
 }
 
@@ -156,6 +167,9 @@ impl ThreadStats {
         let s = stage_index(v.stage);
         t.e2e_by_stage[s].saturating_record(e2e.min(MAX_LATENCY_NS));
         t.verdicts[s] += 1;
+        if let Some(c) = t.by_class.get_mut(predicted) {
+            c[s] += 1;
+        }
         t.triggers[trigger_index(v.trigger)] += 1;
         match truth {
             Some(Some(truth)) if truth < self.classes && predicted < self.classes => {
@@ -277,8 +291,36 @@ impl RunStats {
             latency_ms: latency,
             scores: self.scores(),
             unknown_truth: self.tally.unknown_truth,
+            by_class: self
+                .classes
+                .iter()
+                .zip(&self.tally.by_class)
+                .filter(|(_, n)| n.iter().sum::<u64>() > 0)
+                .map(|(c, n)| {
+                    let counts = ClassCounts {
+                        flows: n.iter().sum(),
+                        fast: n[0],
+                        slow: n[1],
+                        fallback: n[2],
+                    };
+                    (c.clone(), counts)
+                })
+                .collect(),
         }
     }
+}
+
+/// One class's verdicts, by where they were decided.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ClassCounts {
+    /// Flows given this class.
+    pub flows: u64,
+    /// Of which by an inline stage.
+    pub fast: u64,
+    /// By the slow pool.
+    pub slow: u64,
+    /// Fallbacks (slow pool full: best inline answer).
+    pub fallback: u64,
 }
 
 fn name(s: StageKind) -> String {
@@ -389,6 +431,8 @@ pub struct LatencySummary {
     /// Labeled flows whose label is none of the model's classes (and the model has no
     /// `other`).
     pub unknown_truth: u64,
+    /// Verdicts per class that was given at least once.
+    pub by_class: BTreeMap<String, ClassCounts>,
 }
 
 #[cfg(test)]

@@ -14,6 +14,12 @@ use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
     about = "Early-packet flow classification on AF_XDP"
 )]
 struct Cli {
+    /// More log lines (-v debug, -vv trace); RUST_LOG, when set, decides instead.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Warnings and errors only, and no progress lines.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -75,15 +81,22 @@ fn message(e: &anyhow::Error) -> String {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_target(false)
-        .init();
     // Every subcommand's --help ends with the exit statuses too.
     let matches = Cli::command()
         .after_help(EXIT_CODES)
         .mut_subcommands(|s| s.after_help(EXIT_CODES))
         .get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_target(false)
+        .init();
+    cmd::progress::set_quiet(cli.quiet);
     let done = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
         Command::Run(a) => done(a.run()),

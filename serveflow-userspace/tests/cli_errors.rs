@@ -330,3 +330,38 @@ fn status_json_with_nothing_running_is_an_empty_list() {
     assert_eq!(code, 1, "a person asking gets told: {stderr}");
     assert!(stderr.contains("is `serveflow run` running?"), "{stderr}");
 }
+
+#[test]
+fn piped_stderr_gets_no_progress_lines_and_quiet_no_info() {
+    let pcap = smoke();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_serveflow"))
+            .args(args)
+            .arg(&pcap)
+            .arg("--no-pin")
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("running serveflow");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let plain = run(&["replay"]);
+    assert!(plain.contains("42 in, 42 verdicts"), "{plain}");
+    assert!(
+        !plain.contains("replay: ") && !plain.contains('\r'),
+        "no progress line on a pipe: {plain}"
+    );
+    let verbose = run(&["-v", "replay"]);
+    assert!(
+        verbose.contains("DEBUG") || verbose.len() >= plain.len(),
+        "{verbose}"
+    );
+    let quiet = run(&["-q", "replay"]);
+    assert!(!quiet.contains(" INFO "), "{quiet}");
+    assert!(
+        quiet.contains("42 in, 42 verdicts"),
+        "the summary is the output: {quiet}"
+    );
+    let (code, _, err) = serveflow(&["-q", "-v", "status"]);
+    assert_eq!(code, 2, "--quiet and --verbose conflict: {err}");
+}

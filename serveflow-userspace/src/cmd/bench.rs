@@ -30,11 +30,14 @@ use serveflow::{
     limits::{self, Choice as _},
     model::{bundled, dir::ModelDir},
     parse,
-    pipeline::{self, cascade::Cascade, output::Truth, Feed, PipelineConfig},
+    pipeline::{self, cascade::Cascade, output::Truth, Feed, PipelineConfig, Progress},
     verdict::VerdictOutput,
 };
 
-use super::args::{self, ConfigArgs, ModelArgs, WaitArgs};
+use super::{
+    args::{self, ConfigArgs, ModelArgs, WaitArgs},
+    progress::Ticker,
+};
 
 /// `serveflow bench`: serving benchmark: fast-only vs slow-only vs cascade accuracy and
 /// latency on the held-out test captures, then service rate on amplified captures over 1..N
@@ -208,6 +211,12 @@ fn rate_run(
         ..PipelineConfig::default()
     };
     let source = Amplified::with_flows(base, flows, 1_000).map(Input::Packet);
+    let progress = Arc::new(Progress::default());
+    let config = PipelineConfig {
+        progress: Some(progress.clone()),
+        ..config
+    };
+    let ticker = Ticker::start("bench", super::replay::totals(progress));
     let r = pipeline::run(
         cascade(models, Mode::Cascade)?,
         &config,
@@ -216,6 +225,7 @@ fn rate_run(
         None,
         exporter.map(Exporter::hooks),
     );
+    drop(ticker);
     let s = r.stats.summary();
     let packets: u64 = r.workers.iter().map(|w| w.packets).sum();
     Ok(RateRow {

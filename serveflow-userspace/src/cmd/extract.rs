@@ -3,6 +3,10 @@
 use std::{
     io::{BufWriter, Write},
     path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
 };
 
 use anyhow::Context as _;
@@ -18,7 +22,10 @@ use serveflow::{
     services::ServiceMap,
 };
 
-use super::args::{self, ConfigArgs};
+use super::{
+    args::{self, ConfigArgs},
+    progress::{count, Ticker},
+};
 
 /// `serveflow extract`: read pcap/pcapng files as one timeline and write one row per TCP/UDP
 /// flow.
@@ -206,6 +213,13 @@ pub fn run(opts: &ExtractOptions) -> anyhow::Result<()> {
         )),
         None => None,
     };
+    let written = Arc::new(AtomicU64::new(0));
+    let ticker = {
+        let written = written.clone();
+        Ticker::start("extract", move || {
+            format!("{} flows written", count(written.load(Relaxed)))
+        })
+    };
     let report = extract::<FeatureState>(
         &inputs.files,
         opts.flow,
@@ -216,6 +230,7 @@ pub fn run(opts: &ExtractOptions) -> anyhow::Result<()> {
             if write_err.is_some() {
                 return;
             }
+            written.fetch_add(1, Relaxed);
             let record = FlowRecord::new(&flow, end, services);
             values.clear();
             flow.state.values(&mut values);
@@ -241,6 +256,7 @@ pub fn run(opts: &ExtractOptions) -> anyhow::Result<()> {
             }
         },
     )?;
+    drop(ticker);
     if let Some(e) = write_err {
         return Err(e).context("writing flows");
     }

@@ -7,6 +7,7 @@ pub mod calibrate;
 pub mod docs;
 pub mod extract;
 pub mod models;
+pub mod progress;
 pub mod replay;
 pub mod run;
 pub mod status;

@@ -23,13 +23,16 @@ use serveflow::{
         cascade::Cascade,
         output::Truth,
         summary::{CaptureIssues, ServingSummary},
-        Feed, PipelineConfig,
+        Feed, PipelineConfig, Progress,
     },
     report::files,
     verdict::VerdictOutput,
 };
 
-use super::args::{self, ConfigArgs, ModelArgs, OutputArgs, RoutingArgs, ServingArgs};
+use super::{
+    args::{self, ConfigArgs, ModelArgs, OutputArgs, RoutingArgs, ServingArgs},
+    progress::{count, Ticker},
+};
 
 /// `serveflow replay`: classify the flows of capture files with the fast-slow pipeline: one
 /// verdict per flow, a summary, and an HDR latency report.
@@ -171,14 +174,20 @@ pub fn run(opts: &Replay) -> anyhow::Result<()> {
     let cascade = Arc::new(cascade);
     let exporter = Exporter::start(&c.export.to, &c.export.sinks())?;
     let mut captures = MergedCaptures::open(&files)?;
+    let progress = Arc::new(Progress::default());
+    let ticker = Ticker::start("replay", totals(progress.clone()));
     let result = pipeline::run(
         cascade,
-        &PipelineConfig::from_config(c, 1),
+        &PipelineConfig {
+            progress: Some(progress),
+            ..PipelineConfig::from_config(c, 1)
+        },
         Feed::Shared(captures.by_ref().map(Input::Packet)),
         &verdicts,
         truth,
         (!exporter.is_empty()).then(|| exporter.hooks()),
     );
+    drop(ticker);
     let exports = exporter.finish();
     let file_reports = captures.reports();
     let early: Vec<String> = file_reports
@@ -211,6 +220,20 @@ pub fn run(opts: &Replay) -> anyhow::Result<()> {
         anyhow::bail!("writing verdicts: {e}");
     }
     Ok(())
+}
+
+/// The progress line of a pipeline run: packets, flows, escalations so far.
+pub fn totals(p: Arc<Progress>) -> impl Fn() -> String + Send + 'static {
+    move || {
+        let n =
+            |a: &std::sync::atomic::AtomicU64| count(a.load(std::sync::atomic::Ordering::Relaxed));
+        format!(
+            "{} packets, {} flows, {} escalated",
+            n(&p.packets),
+            n(&p.flows),
+            n(&p.escalated)
+        )
+    }
 }
 
 /// The report's `config.toml`: the settings that ran (a valid `--config`, with the models

@@ -21,6 +21,8 @@ pub mod summary;
 pub(crate) mod virtual_pool;
 pub(crate) mod worker;
 
+pub use progress::Progress;
+
 use std::{
     hash::BuildHasher as _,
     sync::Arc,

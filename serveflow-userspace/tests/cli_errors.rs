@@ -365,3 +365,27 @@ fn piped_stderr_gets_no_progress_lines_and_quiet_no_info() {
     let (code, _, err) = serveflow(&["-q", "-v", "status"]);
     assert_eq!(code, 2, "--quiet and --verbose conflict: {err}");
 }
+
+#[test]
+fn replay_json_summary_is_for_machines() {
+    let pcap = smoke();
+    let pcap = pcap.to_str().unwrap();
+    let (code, stdout, stderr) = serveflow(&["replay", pcap, "--no-pin", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let s: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(s["flows_in"], 42);
+    let per_class: u64 = s["result"]["by_class"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|c| c["flows"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_class, 42, "every flow under its class: {s:#}");
+    assert!(
+        !stderr.contains("flows:     42 in"),
+        "no text summary too: {stderr}"
+    );
+    let (code, _, stderr) = serveflow(&["replay", pcap, "--json", "--out", "-"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("both write to stdout"), "{stderr}");
+}

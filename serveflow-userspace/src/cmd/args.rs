@@ -196,9 +196,13 @@ pub struct OutputArgs {
     /// Off the fast path: a sink that falls behind or whose peer is down drops, counted.
     #[arg(long = "export", value_name = "URL", value_parser = export_target)]
     pub export: Vec<Target>,
-    /// Write the latency report (.hgrm, .hlog, summary.json, CDF plot, config.toml) here.
+    /// Write the latency report (.hgrm, .hlog, summary.json, CDF plot, index.html,
+    /// config.toml) here.
     #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,
+    /// Print the summary as JSON on stdout instead of the text lines on stderr.
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl OutputArgs {
@@ -213,6 +217,18 @@ impl OutputArgs {
         if !self.export.is_empty() {
             c.export.to.clone_from(&self.export);
         }
+    }
+}
+
+impl OutputArgs {
+    /// `--json` and `--out -` cannot share stdout.
+    pub fn check_stdout(&self, c: &Config) -> Result<(), UsageError> {
+        if self.json && c.export.out.as_deref() == Some(std::path::Path::new("-")) {
+            return Err(UsageError(
+                "--json and --out - both write to stdout: give --out a file".into(),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -84,11 +84,14 @@ impl ReplayArgs {
 
     /// Runs `serveflow replay`.
     pub fn run(&self) -> anyhow::Result<()> {
+        let config = self.config()?;
+        self.output.check_stdout(&config)?;
         run(&Replay {
-            config: self.config()?,
+            config,
             inputs: self.inputs.clone(),
             labels: self.labels.clone(),
             split: self.split,
+            json: self.output.json,
         })
     }
 }
@@ -104,6 +107,8 @@ pub struct Replay {
     pub labels: Option<PathBuf>,
     /// Which files of the bundled models' split to replay (other than `all` needs labels).
     pub split: Split,
+    /// The summary as JSON on stdout, not text on stderr.
+    pub json: bool,
 }
 
 /// Loads the models, the labels and the inputs, runs the pipeline, writes the report.
@@ -210,7 +215,12 @@ pub fn run(opts: &Replay) -> anyhow::Result<()> {
     );
     summary.exports = exports;
     let stderr = &mut std::io::stderr().lock();
-    summary.write_lines(stderr)?;
+    if opts.json {
+        let stdout = &mut std::io::stdout().lock();
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&summary)?)?;
+    } else {
+        summary.write_lines(stderr)?;
+    }
     if let Some(report) = &c.export.report {
         let config = effective_config(opts, &dir, &manifest, &files);
         files::write(report, &result.stats, &summary, &config, result.started)?;

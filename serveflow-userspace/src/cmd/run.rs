@@ -4,6 +4,7 @@
 //! [`serveflow::live`]; this is its command line.
 
 use std::{
+    io::Write as _,
     path::PathBuf,
     sync::{atomic::AtomicBool, Arc},
     time::Duration,
@@ -112,6 +113,7 @@ impl RunArgs {
     /// summary and the report.
     pub fn run(&self) -> anyhow::Result<()> {
         let config = self.config()?;
+        self.output.check_stdout(&config)?;
         let stop = Arc::new(AtomicBool::new(false));
         for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
             signal_hook::flag::register(signal, Arc::clone(&stop))
@@ -130,7 +132,12 @@ impl RunArgs {
         };
         let outcome = live::run(&config, run, &stop)?;
         let summary = &outcome.summary;
-        summary.write_lines(&mut std::io::stderr().lock())?;
+        if self.output.json {
+            let json = serde_json::to_string_pretty(summary)?;
+            writeln!(std::io::stdout().lock(), "{json}")?;
+        } else {
+            summary.write_lines(&mut std::io::stderr().lock())?;
+        }
         if let Some(path) = &outcome.config.export.summary {
             let json = serde_json::to_string_pretty(summary)?;
             std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;

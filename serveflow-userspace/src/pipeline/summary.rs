@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::{worker::WorkerCounters, RunResult};
 use crate::{
     export::{self, SinkReport},
-    report::LatencySummary,
+    report::{ClassCounts, LatencySummary},
 };
 
 /// What went wrong with the inputs, one line each.
@@ -146,6 +146,7 @@ impl ServingSummary {
                 e2e.p50, e2e.p99, e2e.max, res.under_16ms_percent
             )?;
         }
+        write_class_table(out, res)?;
         if let Some(sc) = &res.scores {
             writeln!(
                 out,
@@ -181,6 +182,51 @@ impl ServingSummary {
         }
         Ok(())
     }
+}
+
+/// Classes shown in the text summary; the rest are summed on one line.
+const CLASS_ROWS: usize = 12;
+
+/// An aligned table: the classes given most, with where they were decided.
+fn write_class_table(out: &mut impl std::io::Write, res: &LatencySummary) -> std::io::Result<()> {
+    if res.by_class.is_empty() {
+        return Ok(());
+    }
+    let mut rows: Vec<_> = res.by_class.iter().collect();
+    rows.sort_by(|a, b| b.1.flows.cmp(&a.1.flows).then(a.0.cmp(b.0)));
+    let width = rows
+        .iter()
+        .take(CLASS_ROWS)
+        .map(|(c, _)| c.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    writeln!(
+        out,
+        "classes:   {:<width$}  {:>8}  {:>8}  {:>8}  {:>8}",
+        "class", "flows", "inline", "slow", "fallback"
+    )?;
+    for (class, c) in rows.iter().take(CLASS_ROWS) {
+        writeln!(
+            out,
+            "           {:<width$}  {:>8}  {:>8}  {:>8}  {:>8}",
+            class, c.flows, c.fast, c.slow, c.fallback
+        )?;
+    }
+    if rows.len() > CLASS_ROWS {
+        let rest = &rows[CLASS_ROWS..];
+        let sum = |f: fn(&ClassCounts) -> u64| rest.iter().map(|(_, c)| f(c)).sum::<u64>();
+        writeln!(
+            out,
+            "           {:<width$}  {:>8}  {:>8}  {:>8}  {:>8}",
+            format!("({} more)", rest.len()),
+            sum(|c| c.flows),
+            sum(|c| c.fast),
+            sum(|c| c.slow),
+            sum(|c| c.fallback)
+        )?;
+    }
+    Ok(())
 }
 
 /// `name n, name n` for a human line (`none` when empty).

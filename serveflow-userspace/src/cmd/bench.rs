@@ -66,6 +66,10 @@ pub struct BenchArgs {
     /// Skip captures that cannot be read (listed) instead of stopping.
     #[arg(long)]
     pub keep_going: bool,
+    /// Only measure the memory each of --flows concurrent flows costs (one process per
+    /// measurement: run it once per flow count).
+    #[arg(long)]
+    pub memory: bool,
     /// Also time the one-worker rate run exporting to this sink (repeatable; each alone).
     #[arg(long = "export", value_name = "URL", value_parser = args::export_target)]
     pub export: Vec<Target>,
@@ -92,6 +96,7 @@ impl BenchArgs {
             out: self.out.clone(),
             keep_going: c.capture.keep_going,
             exports: self.export.clone(),
+            memory: self.memory,
         })
     }
 }
@@ -119,6 +124,8 @@ pub struct BenchOptions {
     pub keep_going: bool,
     /// Sinks to time the rate run with, each alone.
     pub exports: Vec<Target>,
+    /// Only the memory measurement.
+    pub memory: bool,
 }
 
 /// One accuracy/latency row.
@@ -184,6 +191,12 @@ pub struct ExportRow {
     pub sink: SinkReport,
     /// Verdicts the sink took per second of serving.
     pub sent_per_s: f64,
+}
+
+/// nDPI's captures, in memory: the base the rate and memory runs amplify.
+fn ndpi_packets(opts: &BenchOptions) -> anyhow::Result<Vec<CapturedPacket>> {
+    let ndpi = inputs::resolve(&[opts.data.join("ndpi/pcap")], opts.keep_going)?.files;
+    Ok(MergedCaptures::open(&ndpi)?.collect())
 }
 
 /// One full-speed run of `flows` flows amplified from `base` with `workers` and one slow
@@ -260,6 +273,20 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     let out = &mut std::io::stdout().lock();
     let cores = core_affinity::get_core_ids().map_or(0, |c| c.len());
     writeln!(out, "models: {} | cores: {cores}", models.display())?;
+    if opts.memory {
+        let base = ndpi_packets(opts)?;
+        let row = super::bench_memory::run(&models, &base, opts.flows, out)?;
+        if let Some(path) = &opts.out {
+            let json = serde_json::json!({
+                "command": std::env::args().collect::<Vec<_>>().join(" "),
+                "models": models.display().to_string(),
+                "memory": row,
+            });
+            std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        return Ok(());
+    }
 
     // 1. Accuracy and latency on the test half of the held-out captures.
     let labels = FlowLabels::load(&labels_path, task)?;
@@ -350,8 +377,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     }
 
     // 2. Service rate on amplified nDPI captures.
-    let ndpi = inputs::resolve(&[opts.data.join("ndpi/pcap")], opts.keep_going)?.files;
-    let base: Vec<CapturedPacket> = MergedCaptures::open(&ndpi)?.collect();
+    let base = ndpi_packets(opts)?;
     let base_flows = base
         .iter()
         .filter_map(|p| parse::parse_link(p.link, &p.data).ok())

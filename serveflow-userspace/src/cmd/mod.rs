@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod bench;
+pub mod bench_memory;
 pub mod calibrate;
 pub mod docs;
 pub mod extract;

@@ -172,6 +172,17 @@ pub struct ServeState {
     pub best: Option<(usize, f32, u8)>,
 }
 
+impl ServeState {
+    /// The flow has its verdict (or is with the slow pool, its features copied into the
+    /// job): later packets only count in the table, so every stage's feature state is freed.
+    /// Most flows are decided at their first packets and then stay in the table until they
+    /// end; this keeps them at the size of their record.
+    pub fn decided(&mut self) {
+        self.done = true;
+        self.features = Vec::new();
+    }
+}
+
 impl FlowState for ServeState {
     type Config = Arc<[FeatureSpec]>;
 

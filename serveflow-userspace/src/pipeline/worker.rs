@@ -355,7 +355,7 @@ impl Decider {
             flow.state.best = Some((route.class, route.confidence as f32, s as u8));
             if !route.escalate {
                 let v = self.verdict(flow, StageKind::Fast, trigger);
-                flow.state.done = true;
+                flow.state.decided();
                 self.out.emit(v, route.class, self.timing(flow, t, wall));
                 return;
             }
@@ -413,11 +413,11 @@ impl Decider {
     /// Hands the flow to the slow pool; if the pool cannot take it, the best inline answer is
     /// the verdict, marked `fallback`.
     fn escalate(&mut self, flow: &mut Flow<ServeState>, trigger: Trigger, t: u64, wall: u64) {
-        flow.state.done = true;
         let mut features = Vec::with_capacity(self.cascade.slow.features());
         if let Some(f) = flow.state.features.last() {
             f.values(&mut features);
         }
+        flow.state.decided();
         let class = flow.state.best.map_or(0, |b| b.0);
         let job = SlowJob {
             features,

@@ -22,7 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what is missing: pinned toolchains, rust-src, bpf-linker, apt packages, bpffs.
+    /// Install what is missing: pinned toolchains, rust-src, bpf-linker, apt packages, bpffs,
+    /// and the tests' engines (pmacct, tshark, chromium, tansu, confluent-kafka).
     Setup,
     /// The main job on a built-in default: a throwaway veth test bed, `serveflow run` on one
     /// end, a generated capture replayed from the other, and the summary.
@@ -50,12 +51,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Setup => setup::run(),
-        Cmd::Demo => setup::run().and_then(|()| demo::run()),
+        Cmd::Demo => setup::base().and_then(|()| demo::run()),
         Cmd::Test => setup::run().and_then(|()| test::run()),
-        Cmd::Models => setup::run().and_then(|()| models::run()),
-        Cmd::LiveBench => setup::run().and_then(|()| live_bench::run()),
+        Cmd::Models => setup::base().and_then(|()| models::run()),
+        Cmd::LiveBench => setup::base().and_then(|()| live_bench::run()),
         Cmd::Fuzz { minutes, target } => {
-            setup::run().and_then(|()| fuzz::run(minutes, target.as_deref()))
+            setup::base().and_then(|()| fuzz::run(minutes, target.as_deref()))
         }
     };
     match result {

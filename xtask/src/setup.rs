@@ -1,4 +1,6 @@
 //! Idempotent set-up of a fresh machine; quick (a few `--version` calls) when all is there.
+//! `base` is what building, the demo and the benches need; `test_engines` adds what only the
+//! tests need; `cargo xtask setup` and `cargo xtask test` do both.
 //!
 //! - the dated nightly with rust-src that builds the eBPF crate (the stable host toolchain is
 //!   pinned in rust-toolchain.toml and installed by rustup on first use);
@@ -25,7 +27,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 
 /// (command on PATH, or absolute file, that must exist; Debian package providing it)
-const APT: [(&str, &str); 10] = [
+const APT: [(&str, &str); 7] = [
     ("ip", "iproute2"),
     ("bpftool", "bpftool"),
     ("tcpreplay", "tcpreplay"),
@@ -33,6 +35,11 @@ const APT: [(&str, &str); 10] = [
     ("setpriv", "util-linux"),
     ("unshare", "util-linux"),
     ("/usr/lib/llvm-14/lib/libclang.so", "libclang-dev"),
+];
+
+/// What only the tests need: the real engines the export tests talk to, and the browser the
+/// HTML report is rendered in.
+const TEST_APT: [(&str, &str); 3] = [
     ("nfacctd", "pmacct"),
     ("tshark", "tshark"),
     ("chromium", "chromium"),
@@ -41,14 +48,27 @@ const APT: [(&str, &str); 10] = [
 /// The Kafka-protocol broker of the export tests, with its in-memory storage (`dynostore`).
 const TANSU_VERSION: &str = "0.6.0";
 
+/// Everything: what building and running need, and what the tests need.
 pub fn run() -> anyhow::Result<()> {
+    base()?;
+    test_engines()
+}
+
+/// What building, the demo and the benches need.
+pub fn base() -> anyhow::Result<()> {
     nightly()?;
     bpf_linker()?;
-    apt_packages()?;
-    python_tools()?;
-    tansu()?;
-    bpffs()?;
-    Ok(())
+    apt_packages(&APT)?;
+    cmake()?;
+    bpffs()
+}
+
+/// What only the tests add: the export tests' engines and the browser (tansu takes minutes to
+/// build, once per machine; the demo does not wait for it).
+pub fn test_engines() -> anyhow::Result<()> {
+    apt_packages(&TEST_APT)?;
+    kafka_consumer()?;
+    tansu()
 }
 
 fn nightly() -> anyhow::Result<()> {
@@ -125,8 +145,8 @@ fn is_root() -> bool {
     output(Command::new("id").arg("-u")).is_some_and(|uid| uid.trim() == "0")
 }
 
-fn apt_packages() -> anyhow::Result<()> {
-    let mut missing: Vec<&str> = APT
+fn apt_packages(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
+    let mut missing: Vec<&str> = wanted
         .iter()
         .filter(|(bin, _)| !have(bin))
         .map(|(_, pkg)| *pkg)
@@ -154,8 +174,8 @@ fn apt_packages() -> anyhow::Result<()> {
 /// Minimum CMake for LightGBM 4.7 (lightgbm3-sys).
 const CMAKE_MIN: (u32, u32) = (3, 28);
 
-/// `.tools/venv`: CMake for lightgbm3-sys, and the Kafka tests' consumer.
-fn python_tools() -> anyhow::Result<()> {
+/// `.tools/venv`: CMake for lightgbm3-sys.
+fn cmake() -> anyhow::Result<()> {
     let venv = crate::root().join(".tools/venv");
     let cmake = venv.join("bin/cmake");
     let version = output(Command::new(&cmake).arg("--version")).unwrap_or_default();
@@ -167,16 +187,22 @@ fn python_tools() -> anyhow::Result<()> {
             Some((parts.next()??, parts.next()??))
         })
         .is_some_and(|v| v >= CMAKE_MIN);
-    if !ok {
-        exec(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-        exec(Command::new(venv.join("bin/pip")).args(["install", "-q", "cmake>=3.28"]))?;
+    if ok {
+        return Ok(());
     }
-    // The Kafka export tests' consumer (its wheel carries a current librdkafka).
-    let consumer = Command::new(venv.join("bin/python"))
+    exec(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    exec(Command::new(venv.join("bin/pip")).args(["install", "-q", "cmake>=3.28"]))
+}
+
+/// The Kafka export tests' consumer (its wheel carries a current librdkafka), in the same
+/// venv as CMake.
+fn kafka_consumer() -> anyhow::Result<()> {
+    let venv = crate::root().join(".tools/venv");
+    let there = Command::new(venv.join("bin/python"))
         .args(["-c", "import confluent_kafka"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if consumer {
+    if there {
         return Ok(());
     }
     exec(Command::new(venv.join("bin/pip")).args(["install", "-q", "confluent-kafka>=2.6"]))

@@ -141,12 +141,14 @@ pub struct Calibration {
 }
 
 /// Every stage's output for each labeled flow of `captures` (label paths from `labels`), with
-/// features seen through the serving waits (`waits_ns`: inline, slow).
+/// features seen through the serving waits (`waits_ns`: inline, slow). `done` counts the
+/// captures read, for a progress line.
 pub fn answers(
     cascade: &Cascade,
     labels: &FlowLabels,
     captures: &[PathBuf],
     waits_ns: (u64, u64),
+    done: &std::sync::atomic::AtomicU64,
 ) -> anyhow::Result<Answers> {
     let classes: Vec<String> = cascade.classes.iter().map(|c| c.to_string()).collect();
     let k = classes.len();
@@ -160,6 +162,7 @@ pub fn answers(
     let mut raw = vec![0.0; k];
     let mut x32 = Vec::new();
     for file in captures {
+        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Some(path) = labels.path_of(file) else {
             continue;
         };

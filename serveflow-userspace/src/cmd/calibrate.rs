@@ -7,6 +7,10 @@
 use std::{
     io::Write as _,
     path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
 };
 
 use anyhow::Context as _;
@@ -25,7 +29,10 @@ use serveflow::{
     pipeline::cascade::Cascade,
 };
 
-use super::args::{self, choice, ConfigArgs, WaitArgs};
+use super::{
+    args::{self, choice, ConfigArgs, WaitArgs},
+    progress::Ticker,
+};
 
 /// `serveflow calibrate`: pick routing thresholds on labeled captures for a target and write
 /// them into a models directory's manifest.
@@ -162,6 +169,26 @@ struct SplitResult {
     cascade: Outcome,
 }
 
+/// [`answers`] with a progress line: captures read of all.
+fn read_answers(
+    cascade: &Cascade,
+    labels: &FlowLabels,
+    files: &[PathBuf],
+    waits: (u64, u64),
+) -> anyhow::Result<Answers> {
+    let done = Arc::new(AtomicU64::new(0));
+    let total = files.len();
+    let ticker = {
+        let done = done.clone();
+        Ticker::start("calibrate", move || {
+            format!("{} of {total} captures read", done.load(Relaxed))
+        })
+    };
+    let a = answers(cascade, labels, files, waits, &done);
+    drop(ticker);
+    a
+}
+
 /// Runs `serveflow calibrate`.
 pub fn run(opts: &CalibrateOptions) -> anyhow::Result<()> {
     let models = ModelDir::load(&opts.models)?;
@@ -219,7 +246,7 @@ pub fn run(opts: &CalibrateOptions) -> anyhow::Result<()> {
     let stages = cascade.inline.len();
     let names: Vec<&str> = cascade.inline.iter().map(|s| s.name).collect();
     let waits = (wait_ns(opts.waits_ms.0), wait_ns(opts.waits_ms.1));
-    let fit = answers(&cascade, &labels, &fit_files, waits)?;
+    let fit = read_answers(&cascade, &labels, &fit_files, waits)?;
     if fit.len() < MIN_FLOWS {
         anyhow::bail!(
             "split {} has {} labeled flows in {} captures: at least {MIN_FLOWS} are needed for thresholds that hold on other traffic",
@@ -256,7 +283,7 @@ pub fn run(opts: &CalibrateOptions) -> anyhow::Result<()> {
     if let Some(check) = opts.check.filter(|c| *c != opts.split) {
         let files = of(check);
         if !files.is_empty() {
-            let a = answers(&cascade, &labels, &files, waits)?;
+            let a = read_answers(&cascade, &labels, &files, waits)?;
             if !a.is_empty() {
                 results.push(split_result(
                     &cascade,

@@ -389,3 +389,26 @@ fn replay_json_summary_is_for_machines() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("both write to stdout"), "{stderr}");
 }
+
+#[test]
+fn bench_json_replaces_the_tables_and_memory_counts_exactly_the_flows_asked() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+    if !data.join("ndpi/pcap").is_dir() {
+        eprintln!("SKIPPED: {} is absent", data.display());
+        return;
+    }
+    let (code, stdout, stderr) = serveflow(&[
+        "bench",
+        "--memory",
+        "--flows",
+        "1500",
+        "--json",
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["memory"]["flows"], 1500, "{v:#}");
+    assert!(v["memory"]["peak_rss_kib"].as_u64().unwrap() > 0);
+    assert!(!stdout.contains("| workers |"), "no tables with --json");
+}

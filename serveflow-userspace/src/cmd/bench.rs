@@ -70,6 +70,9 @@ pub struct BenchArgs {
     /// measurement: run it once per flow count).
     #[arg(long)]
     pub memory: bool,
+    /// Print the results as JSON on stdout instead of the tables.
+    #[arg(long)]
+    pub json: bool,
     /// Also time the one-worker rate run exporting to this sink (repeatable; each alone).
     #[arg(long = "export", value_name = "URL", value_parser = args::export_target)]
     pub export: Vec<Target>,
@@ -97,6 +100,7 @@ impl BenchArgs {
             keep_going: c.capture.keep_going,
             exports: self.export.clone(),
             memory: self.memory,
+            json: self.json,
         })
     }
 }
@@ -126,6 +130,8 @@ pub struct BenchOptions {
     pub exports: Vec<Target>,
     /// Only the memory measurement.
     pub memory: bool,
+    /// JSON on stdout instead of the tables.
+    pub json: bool,
 }
 
 /// One accuracy/latency row.
@@ -270,22 +276,20 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     let manifest = ModelDir::load(&models)?.manifest;
     let task = Task::from_name(&manifest.task).context("the models' task has no labels")?;
     let labels_path = opts.data.join("labels");
-    let out = &mut std::io::stdout().lock();
+    // With --json the tables go nowhere and the results print as one JSON document.
+    let (mut tables, mut nowhere) = (std::io::stdout().lock(), std::io::sink());
+    let out: &mut dyn std::io::Write = if opts.json { &mut nowhere } else { &mut tables };
     let cores = core_affinity::get_core_ids().map_or(0, |c| c.len());
     writeln!(out, "models: {} | cores: {cores}", models.display())?;
     if opts.memory {
         let base = ndpi_packets(opts)?;
         let row = super::bench_memory::run(&models, &base, opts.flows, out)?;
-        if let Some(path) = &opts.out {
-            let json = serde_json::json!({
-                "command": std::env::args().collect::<Vec<_>>().join(" "),
-                "models": models.display().to_string(),
-                "memory": row,
-            });
-            std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        return Ok(());
+        let json = serde_json::json!({
+            "command": std::env::args().collect::<Vec<_>>().join(" "),
+            "models": models.display().to_string(),
+            "memory": row,
+        });
+        return results(opts, &json);
     }
 
     // 1. Accuracy and latency on the test half of the held-out captures.
@@ -457,17 +461,25 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
             exported.push(row);
         }
     }
+    let json = serde_json::json!({
+        "export": exported,
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "models": models.display().to_string(),
+        "cores": cores,
+        "latency": latency,
+        "rate": rate,
+    });
+    results(opts, &json)
+}
+
+/// The results as JSON: into `--out`, and on stdout with `--json`.
+fn results(opts: &BenchOptions, json: &serde_json::Value) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(json)? + "\n";
     if let Some(path) = &opts.out {
-        let json = serde_json::json!({
-            "export": exported,
-            "command": std::env::args().collect::<Vec<_>>().join(" "),
-            "models": models.display().to_string(),
-            "cores": cores,
-            "latency": latency,
-            "rate": rate,
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if opts.json {
+        std::io::stdout().lock().write_all(text.as_bytes())?;
     }
     Ok(())
 }

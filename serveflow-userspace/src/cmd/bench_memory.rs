@@ -53,7 +53,7 @@ pub fn run(
     models: &Path,
     base: &[CapturedPacket],
     flows: u64,
-    out: &mut impl std::io::Write,
+    out: &mut dyn std::io::Write,
 ) -> anyhow::Result<MemoryRow> {
     let mut cascade = Cascade::from_models(ModelDir::load(models)?);
     cascade.apply_mode(Mode::Cascade);

@@ -275,6 +275,17 @@ mod tests {
     }
 
     #[test]
+    fn names_are_what_the_verdict_lines_write() {
+        let json = |v: serde_json::Value| v.as_str().unwrap().to_string();
+        for s in [StageKind::Fast, StageKind::Slow, StageKind::Fallback] {
+            assert_eq!(s.name(), json(serde_json::to_value(s).unwrap()));
+        }
+        for t in [Trigger::Packets, Trigger::Timeout, Trigger::End] {
+            assert_eq!(t.name(), json(serde_json::to_value(t).unwrap()));
+        }
+    }
+
+    #[test]
     fn lines_from_many_threads_stay_whole() {
         let sink = Shared::default();
         let out = VerdictOutput::new(Box::new(sink.clone()));

@@ -13,8 +13,23 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-fn repo() -> PathBuf {
+/// The repository's root.
+pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A UDP port on 127.0.0.1 nothing listens on (now).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map_or(0, |a| a.port())
+}
+
+/// A TCP port on 127.0.0.1 nothing listens on (now).
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map_or(0, |a| a.port())
 }
 
 /// Whether `program` is on PATH.

@@ -102,6 +102,20 @@ pub fn start(
     Ok(running)
 }
 
+/// The metrics endpoint of the instance on `bed`'s serving end (its default address, inside
+/// its namespace), the whole HTTP answer.
+pub fn scrape_metrics(bed: &VethPair) -> anyhow::Result<String> {
+    let out = bed
+        .command(&bed.ns_a, "bash")
+        .args([
+            "-c",
+            "exec 3<>/dev/tcp/127.0.0.1/9464; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3",
+        ])
+        .output()
+        .context("scraping the metrics endpoint")?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Where [`start`] writes the verdict lines of the run whose summary is at `summary`.
 pub fn verdicts_path(summary: &Path) -> PathBuf {
     summary.with_extension("verdicts.jsonl")

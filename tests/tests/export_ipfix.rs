@@ -11,24 +11,12 @@
     reason = "tests fail loudly on purpose"
 )]
 
-use std::{net::UdpSocket, path::PathBuf, process::Command, time::Duration};
+use std::{net::UdpSocket, process::Command, time::Duration};
 
 use serveflow_testbed::{
-    engines::{on_path, IpfixRow, Nfacctd},
+    engines::{free_udp_port, on_path, repo, IpfixRow, Nfacctd},
     frames, serveflow_bin,
 };
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Datagrams arriving on `socket` until it has been quiet for a second.
 fn receive_all(socket: &UdpSocket) -> Vec<Vec<u8>> {

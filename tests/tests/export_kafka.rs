@@ -12,28 +12,15 @@
 
 use std::{
     collections::BTreeSet,
-    net::TcpListener,
     path::PathBuf,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use serveflow_testbed::{
-    engines::{kafka_python, tansu_bin, Tansu},
+    engines::{free_tcp_port, kafka_python, repo, tansu_bin, Tansu},
     frames, serveflow_bin,
 };
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// tansu and the consumer's Python, when set-up has installed them.
 fn engines() -> Option<(PathBuf, PathBuf)> {

@@ -50,15 +50,7 @@ fn a_live_run_exports_every_verdict_to_ipfix_and_kafka() {
     .unwrap();
     bed.replay_from_b(&pcap, 2000).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let scrape = bed
-        .command(&bed.ns_a, "bash")
-        .args([
-            "-c",
-            "exec 3<>/dev/tcp/127.0.0.1/9464; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3",
-        ])
-        .output()
-        .unwrap();
-    let metrics = String::from_utf8_lossy(&scrape.stdout).into_owned();
+    let metrics = live::scrape_metrics(&bed).unwrap();
     let (code, stderr) = running.stop(libc::SIGINT).unwrap();
     let stderr = stderr.join("\n");
     assert_eq!(code, 0, "{stderr}");

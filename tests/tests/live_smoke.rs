@@ -168,15 +168,7 @@ fn kernel_steers_only_the_packets_userspace_needs() {
     );
 
     // Prometheus metrics on the instance's loopback (inside its namespace).
-    let scrape = bed
-        .command(&bed.ns_a, "bash")
-        .args([
-            "-c",
-            "exec 3<>/dev/tcp/127.0.0.1/9464; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3",
-        ])
-        .output()
-        .unwrap();
-    let body = String::from_utf8_lossy(&scrape.stdout);
+    let body = live::scrape_metrics(&bed).unwrap();
     assert!(body.contains("200 OK"), "{body}");
     assert!(body.contains("serveflow_verdicts_total{stage="), "{body}");
     for family in [

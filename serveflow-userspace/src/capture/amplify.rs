@@ -20,6 +20,9 @@ pub struct Amplified<'a> {
     loops: u32,
     /// A last, partial loop: the packets of the first flows only.
     tail: Vec<CapturedPacket>,
+    /// Distinct flows of one loop, and how many of them the partial loop has.
+    base_flows: u64,
+    rest: u64,
     next: usize,
     round: u32,
     gap_ns: u64,
@@ -34,6 +37,8 @@ impl<'a> Amplified<'a> {
             packets,
             loops: loops.min(1 << 16),
             tail: Vec::new(),
+            base_flows: 0,
+            rest: 0,
             next: 0,
             round: 0,
             gap_ns,
@@ -67,6 +72,7 @@ impl<'a> Amplified<'a> {
             l => (l, flows % base),
         };
         let mut a = Amplified::new(packets, loops as u32, gap_ns);
+        (a.base_flows, a.rest) = (base, rest);
         a.tail = packets
             .iter()
             .zip(&index)
@@ -76,9 +82,10 @@ impl<'a> Amplified<'a> {
         a
     }
 
-    /// Whole loops over the packets (before the partial one).
-    pub fn whole_loops(&self) -> u32 {
-        self.loops
+    /// What [`Self::with_flows`] laid out: distinct flows per loop, whole loops, and the
+    /// flows of the partial loop.
+    pub fn plan(&self) -> (u64, u32, u64) {
+        (self.base_flows, self.loops, self.rest)
     }
 }
 
@@ -169,7 +176,7 @@ mod tests {
         for flows in [1, 7, 10, 23, 30] {
             assert_eq!(keys(Amplified::with_flows(&base, flows, 1)), flows as usize);
         }
-        assert_eq!(Amplified::with_flows(&base, 23, 1).whole_loops(), 2);
+        assert_eq!(Amplified::with_flows(&base, 23, 1).plan(), (10, 2, 3));
         assert_eq!(Amplified::with_flows(&[], 5, 1).count(), 0);
     }
 }

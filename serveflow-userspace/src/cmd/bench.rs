@@ -11,7 +11,6 @@
 //!    each sink alone: its serving rate against none, and the verdicts per second it took.
 
 use std::{
-    collections::HashSet,
     io::Write as _,
     path::{Path, PathBuf},
     sync::Arc,
@@ -29,14 +28,13 @@ use serveflow::{
     labels::{FlowLabels, Split, Task},
     limits::{self, Choice as _},
     model::{bundled, dir::ModelDir},
-    parse,
     pipeline::{self, cascade::Cascade, output::Truth, Feed, PipelineConfig, Progress},
     verdict::VerdictOutput,
 };
 
 use super::{
     args::{self, ConfigArgs, ModelArgs, WaitArgs},
-    progress::Ticker,
+    progress::{pipeline_totals, Ticker},
 };
 
 /// `serveflow bench`: serving benchmark: fast-only vs slow-only vs cascade accuracy and
@@ -215,6 +213,7 @@ fn rate_run(
     max_wait_ms: f64,
     exporter: Option<&Exporter>,
 ) -> anyhow::Result<RateRow> {
+    let progress = Arc::new(Progress::default());
     let config = PipelineConfig {
         workers,
         pool: PoolConfig {
@@ -227,15 +226,11 @@ fn rate_run(
         },
         speed: Speed::Max,
         max_wait_ms,
+        progress: Some(progress.clone()),
         ..PipelineConfig::default()
     };
     let source = Amplified::with_flows(base, flows, 1_000).map(Input::Packet);
-    let progress = Arc::new(Progress::default());
-    let config = PipelineConfig {
-        progress: Some(progress.clone()),
-        ..config
-    };
-    let ticker = Ticker::start("bench", super::replay::totals(progress));
+    let ticker = Ticker::start("bench", pipeline_totals(progress));
     let r = pipeline::run(
         cascade(models, Mode::Cascade)?,
         &config,
@@ -382,20 +377,12 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
 
     // 2. Service rate on amplified nDPI captures.
     let base = ndpi_packets(opts)?;
-    let base_flows = base
-        .iter()
-        .filter_map(|p| parse::parse_link(p.link, &p.data).ok())
-        .map(|p| p.flow_key().0)
-        .collect::<HashSet<_>>()
-        .len()
-        .max(1) as u64;
-    let loops = (opts.flows / base_flows).min(1 << 16);
+    let (base_flows, loops, rest) = Amplified::with_flows(&base, opts.flows, 1_000).plan();
     writeln!(
         out,
-        "\nservice rate: {} flows: {} packets / {base_flows} flows of nDPI captures x {loops} loops, and the first {} flows once more; max speed, 1 slow thread\n",
+        "\nservice rate: {} flows: {} packets / {base_flows} flows of nDPI captures x {loops} loops, and the first {rest} flows once more; max speed, 1 slow thread\n",
         opts.flows,
         base.len(),
-        opts.flows.saturating_sub(loops * base_flows)
     )?;
     writeln!(out, "| workers | flows | packets | wall s | new flows/s | packets/s | escalated | fallback | one verdict each |")?;
     writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---|")?;

@@ -19,7 +19,7 @@ use serveflow::{
     verdict::VerdictOutput,
 };
 
-use super::progress::Ticker;
+use super::progress::{pipeline_totals, Ticker};
 
 /// The memory measurement.
 #[derive(Debug, Serialize)]
@@ -82,7 +82,7 @@ pub fn run(
         progress: Some(progress.clone()),
         ..PipelineConfig::default()
     };
-    let ticker = Ticker::start("memory", super::replay::totals(progress));
+    let ticker = Ticker::start("memory", pipeline_totals(progress));
     let source = Amplified::with_flows(base, flows, 1_000).map(Input::Packet);
     let r = pipeline::run(
         Arc::new(cascade),

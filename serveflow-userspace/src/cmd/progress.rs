@@ -13,6 +13,7 @@ use std::{
 };
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serveflow::pipeline::Progress;
 
 static QUIET: AtomicBool = AtomicBool::new(false);
 
@@ -23,7 +24,11 @@ pub fn set_quiet(quiet: bool) {
 
 /// Whether progress lines are drawn: stderr is a terminal and nobody asked for quiet.
 pub fn shown() -> bool {
-    !QUIET.load(Relaxed) && std::io::stderr().is_terminal()
+    drawn(QUIET.load(Relaxed), std::io::stderr().is_terminal())
+}
+
+fn drawn(quiet: bool, terminal: bool) -> bool {
+    terminal && !quiet
 }
 
 /// A progress line, drawn until dropped.
@@ -75,6 +80,19 @@ impl Drop for Ticker {
     }
 }
 
+/// The line of a pipeline run (replay, bench): packets, flows, escalations so far.
+pub fn pipeline_totals(p: Arc<Progress>) -> impl Fn() -> String + Send + 'static {
+    move || {
+        let n = |a: &std::sync::atomic::AtomicU64| count(a.load(Relaxed));
+        format!(
+            "{} packets, {} flows, {} escalated",
+            n(&p.packets),
+            n(&p.flows),
+            n(&p.escalated)
+        )
+    }
+}
+
 /// `1234567` as `1.23 M`, `45678` as `45.7 k`: totals that change four times a second.
 pub fn count(n: u64) -> String {
     match n {
@@ -96,11 +114,9 @@ mod tests {
     }
 
     #[test]
-    fn quiet_hides_the_line() {
-        set_quiet(true);
-        assert!(!shown());
-        // Nothing is drawn and dropping it returns at once.
-        drop(Ticker::start("test", || "x".into()));
-        set_quiet(false);
+    fn only_a_terminal_without_quiet_gets_the_line() {
+        assert!(drawn(false, true));
+        assert!(!drawn(true, true), "--quiet hides it on a terminal too");
+        assert!(!drawn(false, false), "never into a pipe or a log");
     }
 }

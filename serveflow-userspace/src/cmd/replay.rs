@@ -31,7 +31,7 @@ use serveflow::{
 
 use super::{
     args::{self, ConfigArgs, ModelArgs, OutputArgs, RoutingArgs, ServingArgs},
-    progress::{count, Ticker},
+    progress::{pipeline_totals, Ticker},
 };
 
 /// `serveflow replay`: classify the flows of capture files with the fast-slow pipeline: one
@@ -180,7 +180,7 @@ pub fn run(opts: &Replay) -> anyhow::Result<()> {
     let exporter = Exporter::start(&c.export.to, &c.export.sinks())?;
     let mut captures = MergedCaptures::open(&files)?;
     let progress = Arc::new(Progress::default());
-    let ticker = Ticker::start("replay", totals(progress.clone()));
+    let ticker = Ticker::start("replay", pipeline_totals(progress.clone()));
     let result = pipeline::run(
         cascade,
         &PipelineConfig {
@@ -230,20 +230,6 @@ pub fn run(opts: &Replay) -> anyhow::Result<()> {
         anyhow::bail!("writing verdicts: {e}");
     }
     Ok(())
-}
-
-/// The progress line of a pipeline run: packets, flows, escalations so far.
-pub fn totals(p: Arc<Progress>) -> impl Fn() -> String + Send + 'static {
-    move || {
-        let n =
-            |a: &std::sync::atomic::AtomicU64| count(a.load(std::sync::atomic::Ordering::Relaxed));
-        format!(
-            "{} packets, {} flows, {} escalated",
-            n(&p.packets),
-            n(&p.flows),
-            n(&p.escalated)
-        )
-    }
 }
 
 /// The report's `config.toml`: the settings that ran (a valid `--config`, with the models

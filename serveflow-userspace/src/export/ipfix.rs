@@ -499,6 +499,35 @@ mod tests {
     }
 
     #[test]
+    fn the_collector_files_list_every_verdict_element() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/ipfix");
+        let pmacct = std::fs::read_to_string(dir.join("pmacct-primitives.lst")).unwrap();
+        let csv = std::fs::read_to_string(dir.join("serveflow-elements.csv")).unwrap();
+        for f in &VERDICT_FIELDS {
+            let len = if f.len == VARIABLE {
+                "vlen".to_string()
+            } else {
+                f.len.to_string()
+            };
+            let primitive = format!("field_type={PEN}:{}", f.id);
+            let line = pmacct
+                .lines()
+                .find(|l| l.contains(&format!("{primitive} ")))
+                .unwrap_or_else(|| panic!("{} missing from pmacct-primitives.lst", f.name));
+            assert!(line.contains(&format!("len={len} ")), "{line}");
+            let row = csv
+                .lines()
+                .find(|l| l.starts_with(&format!("{},{},", f.id, f.name)))
+                .unwrap_or_else(|| panic!("{} missing from serveflow-elements.csv", f.name));
+            assert!(row.ends_with(&format!(",{PEN}")), "{row}");
+        }
+        assert_eq!(
+            pmacct.lines().filter(|l| l.starts_with("name=")).count(),
+            VERDICT_FIELDS.len()
+        );
+    }
+
+    #[test]
     fn nothing_to_send_sends_nothing() {
         let mut enc = Encoder::new(0, 1400);
         let mut n = 0;

@@ -1,6 +1,6 @@
 //! Verdicts exported to the engines operators run: IPFIX collectors, Kafka topics and files.
 //!
-//! Every sink runs off the fast path. The deciding threads' hook ([`Exporter::hook`]) gathers
+//! Every sink runs off the fast path. The deciding threads' hooks ([`Exporter::hooks`]) gather
 //! verdicts into batches (256, or what 20 ms or an idle moment leaves) and offers each batch to
 //! every sink's queue, bounded in verdicts, and moves on: one hand-over per batch, not a wake-up
 //! of the sink thread per verdict. A sink thread sends its queue on to its transport. A sink that falls behind or whose peer is down drops, counted per sink
@@ -118,14 +118,8 @@ impl Exporter {
         self.sinks.is_empty()
     }
 
-    /// A hook for one deciding thread: offers each verdict to every sink.
-    pub fn hook(&self) -> Box<dyn VerdictHook> {
-        Box::new(ExportHook::new(
-            self.sinks.iter().filter_map(sink::Sink::feed).collect(),
-        ))
-    }
-
-    /// Makes one [`Self::hook`] per deciding thread, for the pipeline.
+    /// Makes a hook per deciding thread, for the pipeline: each gathers verdicts into batches
+    /// and offers them to every sink.
     pub fn hooks(&self) -> HookFactory {
         let feeds: Vec<sink::SinkFeed> = self.sinks.iter().filter_map(sink::Sink::feed).collect();
         Arc::new(move || Some(Box::new(ExportHook::new(feeds.clone())) as Box<dyn VerdictHook>))
@@ -248,7 +242,7 @@ mod tests {
             format!("file:{}", file.display()).parse().unwrap(),
         ];
         let ex = Exporter::start(&targets, &SinkConfig::default()).unwrap();
-        let mut hook = ex.hook();
+        let mut hook = (ex.hooks())().unwrap();
         for _ in 0..10 {
             hook.decided(&Verdict::sample(), 0);
         }

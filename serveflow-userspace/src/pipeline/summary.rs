@@ -192,8 +192,7 @@ fn write_class_table(out: &mut impl std::io::Write, res: &LatencySummary) -> std
     if res.by_class.is_empty() {
         return Ok(());
     }
-    let mut rows: Vec<_> = res.by_class.iter().collect();
-    rows.sort_by(|a, b| b.1.flows.cmp(&a.1.flows).then(a.0.cmp(b.0)));
+    let rows = res.classes_by_flows();
     let width = rows
         .iter()
         .take(CLASS_ROWS)

@@ -93,9 +93,7 @@ pub fn page(title: &str, s: &LatencySummary, svg: &str, config: &str) -> String 
     h.push_str("</table>\n");
 
     h.push_str("<h2>Classes</h2>\n<table id=\"classes\"><tr><th>class</th><th>flows</th><th>share</th><th>inline</th><th>slow</th><th>fallback</th></tr>\n");
-    let mut classes: Vec<_> = s.by_class.iter().collect();
-    classes.sort_by(|a, b| b.1.flows.cmp(&a.1.flows).then(a.0.cmp(b.0)));
-    for (class, c) in classes {
+    for (class, c) in s.classes_by_flows() {
         let _ = writeln!(
             h,
             "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",

@@ -263,10 +263,10 @@ impl RunStats {
         let mut verdicts = BTreeMap::new();
         let mut latency = BTreeMap::new();
         for (i, s) in STAGES.iter().enumerate() {
-            verdicts.insert(name(*s), self.tally.verdicts[i]);
+            verdicts.insert(s.name().to_string(), self.tally.verdicts[i]);
             if !self.tally.e2e_by_stage[i].is_empty() {
                 latency.insert(
-                    format!("e2e_{}", name(*s)),
+                    format!("e2e_{}", s.name()),
                     Percentiles::of(&self.tally.e2e_by_stage[i]),
                 );
             }
@@ -275,10 +275,7 @@ impl RunStats {
         latency.insert("serving".into(), Percentiles::of(&self.tally.serving));
         let mut triggers = BTreeMap::new();
         for (i, t) in TRIGGERS.iter().enumerate() {
-            let n = serde_json::to_value(t)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned));
-            triggers.insert(n.unwrap_or_default(), self.tally.triggers[i]);
+            triggers.insert(t.name().to_string(), self.tally.triggers[i]);
         }
         LatencySummary {
             flows: self.total(),
@@ -310,6 +307,16 @@ impl RunStats {
     }
 }
 
+impl LatencySummary {
+    /// The classes given at least once, most flows first (then by name): the order every
+    /// table of them uses.
+    pub fn classes_by_flows(&self) -> Vec<(&String, &ClassCounts)> {
+        let mut rows: Vec<_> = self.by_class.iter().collect();
+        rows.sort_by(|a, b| b.1.flows.cmp(&a.1.flows).then(a.0.cmp(b.0)));
+        rows
+    }
+}
+
 /// One class's verdicts, by where they were decided.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ClassCounts {
@@ -321,13 +328,6 @@ pub struct ClassCounts {
     pub slow: u64,
     /// Fallbacks (slow pool full: best inline answer).
     pub fallback: u64,
-}
-
-fn name(s: StageKind) -> String {
-    serde_json::to_value(s)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 /// Share of recorded values <= `limit`.

@@ -94,7 +94,7 @@ pub fn run() -> anyhow::Result<()> {
         summary.display()
     );
     eprintln!(
-        "xtask: one verdict per flow in {}; latency report (.hgrm, .hlog, summary.json, latency_cdf.svg) in {}",
+        "xtask: one verdict per flow in {}; latency report (index.html to open in a browser, .hgrm, .hlog, summary.json, latency_cdf.svg) in {}",
         verdicts.display(),
         report.display()
     );

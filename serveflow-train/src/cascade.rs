@@ -32,6 +32,7 @@ pub fn answers(
         k,
         truth: split.truth(set),
         raw: Vec::new(),
+        abstained: Vec::new(),
         slow: Vec::with_capacity(set.len()),
         captures: split.files(set),
         unreadable: Vec::new(),
@@ -41,11 +42,14 @@ pub fn answers(
         let width = spec.width();
         let x = split.matrix(spec, set);
         let mut scores = Vec::with_capacity(set.len() * k);
+        let mut passed = Vec::with_capacity(set.len());
         for r in x.chunks(width.max(1)) {
             stage.model.predict_raw_f32(r, &mut raw);
             scores.extend_from_slice(&raw[..k]);
+            passed.push(stage.abstains(r));
         }
         out.raw.push(scores);
+        out.abstained.push(passed);
     }
     let slow_spec = specs.last().copied().unwrap_or(cascade.slow_features);
     let mut state = cascade.slow.state()?;

@@ -16,6 +16,7 @@ use serveflow::limits::Choice as _;
 use serveflow::{
     config::{wait_ns, DEFAULT_FAST_WAIT_MS, DEFAULT_MAX_WAIT_MS},
     features::FeatureSpec,
+    labels::Task,
     model::{
         dir::{EarlyConfig, Manifest, ModelDir, RoutingConfig, StageConfig, MANIFEST},
         onnx::{OutputKind, SlowModel},
@@ -224,6 +225,9 @@ pub fn write_models_dir(
             model: "first.txt".into(),
             features: first.features.to_string(),
             packets: first.packets,
+            // A service is named by the payload (SNI, Host, the DNS question); a device
+            // shows in its handshake's TTL, window and options too.
+            needs_payload: split.corpus.task == Task::Service && first.features.stats,
             routing: routing.clone(),
         });
     }

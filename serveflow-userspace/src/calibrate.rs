@@ -46,6 +46,9 @@ pub struct Answers {
     pub truth: Vec<usize>,
     /// Raw scores per inline stage, `k` per flow.
     pub raw: Vec<Vec<f64>>,
+    /// Per inline stage and flow: the stage passed the flow on unasked
+    /// ([`InlineStage::abstains`](crate::pipeline::cascade::InlineStage::abstains)).
+    pub abstained: Vec<Vec<bool>>,
     /// The slow stage's class per flow.
     pub slow: Vec<usize>,
     /// Captures read.
@@ -156,6 +159,7 @@ pub fn answers(
     let mut out = Answers {
         k,
         raw: vec![Vec::new(); cascade.inline.len()],
+        abstained: vec![Vec::new(); cascade.inline.len()],
         ..Answers::default()
     };
     let mut slow_rows: Vec<f32> = Vec::new();
@@ -186,6 +190,7 @@ pub fn answers(
                     flow.state.features[i].values(&mut x32);
                     stage.model.predict_raw_f32(&x32, &mut raw);
                     out.raw[i].extend_from_slice(&raw[..k]);
+                    out.abstained[i].push(stage.abstains(&x32));
                 }
                 if let Some(f) = flow.state.features.last() {
                     let before = slow_rows.len();
@@ -304,10 +309,23 @@ pub fn routed(cascade: &Cascade, answers: &Answers, temperatures: &[f64]) -> Vec
                 .iter()
                 .zip(&answers.raw)
                 .zip(temperatures)
-                .map(|((stage, raw), &t)| {
+                .enumerate()
+                .map(|(s, ((stage, raw), &t))| {
                     p.copy_from_slice(&raw[i * k..(i + 1) * k]);
                     stage.model.transform(&mut p, t);
-                    (argmax(&p).0, uncertainty(stage.router.measure, &p))
+                    let passed = answers
+                        .abstained
+                        .get(s)
+                        .and_then(|a| a.get(i))
+                        .copied()
+                        .unwrap_or(false);
+                    // A stage that passed the flow on unasked is never sure of it.
+                    let u = if passed {
+                        f64::INFINITY
+                    } else {
+                        uncertainty(stage.router.measure, &p)
+                    };
+                    (argmax(&p).0, u)
                 })
                 .collect();
             FlowAnswers {
@@ -352,6 +370,29 @@ pub fn evaluate(answers: &[FlowAnswers], thresholds: &[Vec<f64>], k: usize) -> O
     }
 }
 
+/// Share of flows `after` decides at an earlier inline stage than `before` did, among those
+/// both decide inline.
+fn earlier(before: &Outcome, after: &Outcome) -> f64 {
+    // Decided by stages 0..=s, summed over the stages but the last: a flow moved from stage j
+    // to stage i < j raises the prefixes i..j by one each.
+    let prefix = |o: &Outcome| {
+        o.decided_by
+            .iter()
+            .scan(0.0, |acc, d| {
+                *acc += d;
+                Some(*acc)
+            })
+            .collect::<Vec<f64>>()
+    };
+    let (b, a) = (prefix(before), prefix(after));
+    let last = a.len().saturating_sub(1);
+    a.iter()
+        .zip(&b)
+        .take(last)
+        .map(|(x, y)| (x - y).max(0.0))
+        .sum()
+}
+
 /// Threshold steps a class's threshold is raised through.
 const STEPS: [f64; 22] = [
     -1.0, 0.0, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45,
@@ -363,9 +404,23 @@ const STEPS: [f64; 22] = [
 /// cascade's macro-F1 on the test half fell 4 points further).
 pub const MIN_SUPPORT: f64 = 5.0;
 
+/// Most accuracy a move that only decides flows at an earlier inline stage may cost: one more
+/// wrong verdict per this many flows it moves. Both inline stages decide within the fast wait,
+/// so deciding on packet 1 instead of packet 4 saves little; without this cap the greedy
+/// search spent the whole accuracy budget there, and the first stage answered `other` on the
+/// bare SYN of every HTTPS flow the fast stage would have named from its ClientHello (the
+/// captures it was fitted on hold few complete handshakes; live traffic is mostly those).
+pub const SHIFT_TRADE: f64 = 0.01;
+
+/// What a flow decided one inline stage earlier is worth against one kept out of the slow pool.
+const SHIFT_WORTH: f64 = 0.1;
+
 /// Picks per-stage, per-class thresholds for `target`, greedily: from everything escalated
 /// (the slow stage's score), repeatedly raise the one (stage, class) threshold that keeps the
-/// most flows inline per point of macro-F1 lost, while the target allows it.
+/// most flows inline per point of macro-F1 lost, while the target allows it. A raise that
+/// keeps no flow out of the slow pool but decides some at an earlier inline stage is worth
+/// less ([`SHIFT_WORTH`]) and is taken only when it costs at most [`SHIFT_TRADE`] per flow it
+/// moves.
 pub fn calibrate(answers: &[FlowAnswers], stages: usize, k: usize, target: Target) -> Calibration {
     let n = answers.len().max(1) as f64;
     let slow = evaluate(answers, &vec![vec![-1.0; k]; stages], k);
@@ -401,12 +456,21 @@ pub fn calibrate(answers: &[FlowAnswers], stages: usize, k: usize, target: Targe
                     let mut t = current.clone();
                     t[s][c] = next;
                     let o = evaluate(answers, &t, k);
-                    let kept = best.escalated - o.escalated;
-                    if !ok(&o) || kept * n < MIN_SUPPORT - 1e-9 {
+                    if !ok(&o) {
                         continue;
                     }
                     let loss = (best.macro_f1 - o.macro_f1).max(best.accuracy - o.accuracy);
-                    let value = kept / (loss.max(0.0) + 1e-4);
+                    let kept = best.escalated - o.escalated;
+                    let gain = if kept * n >= MIN_SUPPORT - 1e-9 {
+                        kept
+                    } else {
+                        let shifted = earlier(&best, &o);
+                        if shifted * n < MIN_SUPPORT - 1e-9 || loss > SHIFT_TRADE * shifted {
+                            continue;
+                        }
+                        SHIFT_WORTH * shifted
+                    };
+                    let value = gain / (loss.max(0.0) + 1e-4);
                     if pick.as_ref().is_none_or(|(v, _)| value > *v) {
                         pick = Some((value, o));
                     }
@@ -422,7 +486,9 @@ pub fn calibrate(answers: &[FlowAnswers], stages: usize, k: usize, target: Targe
                         let mut u = current.clone();
                         u[s][c] = next;
                         let o = evaluate(answers, &u, k);
-                        if ok(&o) && (o.escalated - best.escalated).abs() < 1e-12 {
+                        let lossless = o.macro_f1 >= best.macro_f1 - 1e-12
+                            && o.accuracy >= best.accuracy - 1e-12;
+                        if ok(&o) && lossless && (o.escalated - best.escalated).abs() < 1e-12 {
                             t = u;
                         }
                     }
@@ -447,6 +513,7 @@ pub fn calibrate(answers: &[FlowAnswers], stages: usize, k: usize, target: Targe
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly on purpose")]
     use super::*;
 
     /// Stage 0 is right when sure (uncertainty < 0.3) and wrong otherwise; the slow stage is
@@ -491,6 +558,71 @@ mod tests {
         assert!(c.picked.macro_f1 < 1.0);
         let none = evaluate(&answers(), &[vec![f64::INFINITY; 2]], 2);
         assert_eq!(none.escalated, 0.0);
+    }
+
+    /// Two inline stages: the first is sure of every flow but wrong on one in five; the second
+    /// is right on all. Once the second decides everything, deciding at the first only moves
+    /// flows earlier, at a wrong verdict per five flows moved: within the target's budget
+    /// (before the cap, taken), but far past [`SHIFT_TRADE`].
+    #[test]
+    fn an_earlier_stage_may_not_buy_speed_with_accuracy() {
+        let flows: Vec<FlowAnswers> = (0..200)
+            .map(|i| {
+                let truth = i % 2;
+                // Wrong on one flow in five of each class, so each predicted class holds some.
+                let first = if i % 5 == 0 { 1 - truth } else { truth };
+                FlowAnswers {
+                    truth,
+                    inline: vec![(first, 0.05), (truth, 0.0)],
+                    slow: truth,
+                }
+            })
+            .collect();
+        let c = calibrate(&flows, 2, 2, Target::MaxDrop(0.2));
+        assert!(c.picked.decided_by[0] < 1e-12, "{:?}", c.picked);
+        assert!((c.picked.accuracy - 1.0).abs() < 1e-12, "{:?}", c.picked);
+        // Right on all flows, the first stage takes them: the shift costs nothing.
+        let right: Vec<FlowAnswers> = flows
+            .iter()
+            .map(|f| FlowAnswers {
+                inline: vec![(f.truth, 0.05), (f.truth, 0.0)],
+                ..f.clone()
+            })
+            .collect();
+        let c = calibrate(&right, 2, 2, Target::MaxDrop(0.0));
+        assert!(
+            (c.picked.decided_by[0] - 1.0).abs() < 1e-12,
+            "{:?}",
+            c.picked
+        );
+    }
+
+    /// A stage that passed a flow on unasked is never sure of it, whatever its scores say.
+    #[test]
+    fn an_abstaining_stage_is_never_sure() {
+        let dir = crate::model::dir::ModelDir::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/service"),
+        )
+        .unwrap();
+        let cascade = Cascade::from_models(dir);
+        let k = cascade.classes.len();
+        let mut raw = vec![0.0; k];
+        raw[0] = 50.0;
+        let answers = Answers {
+            k,
+            truth: vec![0, 0],
+            raw: vec![
+                [raw.clone(), raw.clone()].concat(),
+                [raw.clone(), raw].concat(),
+            ],
+            abstained: vec![vec![true, false], vec![false, false]],
+            slow: vec![0, 0],
+            ..Answers::default()
+        };
+        let r = routed(&cascade, &answers, &[1.0, 1.0]);
+        assert_eq!(r[0].inline[0].1, f64::INFINITY);
+        assert!(r[1].inline[0].1 < 1e-6, "{:?}", r[1]);
+        assert!(r[0].inline[1].1 < 1e-6, "{:?}", r[0]);
     }
 
     /// An over-confident stage (its scores 3x too large) is cooled down to about the truth:

@@ -225,3 +225,30 @@ fn loading_ends_with_a_self_test() {
     let models = ModelDir::load(&bundled()).unwrap();
     models.self_test().unwrap();
 }
+
+/// `needs_payload` resolves to the stage's payload columns, survives a rewrite of the
+/// manifest, and is left out of manifests that do not set it.
+#[test]
+fn needs_payload_names_the_payload_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["serveflow-model.toml", "first.txt", "fast.txt", "slow.onnx"] {
+        std::fs::copy(bundled().join(f), dir.path().join(f)).unwrap();
+    }
+    let loaded = ModelDir::load(dir.path()).unwrap();
+    assert!(loaded.manifest.early[0].needs_payload);
+    let cols = loaded.early[0].payload_columns.expect("payload columns");
+    let names = loaded.early[0].stage.features.names();
+    assert_eq!(
+        [names[cols[0]].as_str(), names[cols[1]].as_str()],
+        ["st_fwd_payload", "st_bwd_payload"]
+    );
+    loaded.save_manifest().unwrap();
+    let text = std::fs::read_to_string(dir.path().join("serveflow-model.toml")).unwrap();
+    assert_eq!(text.matches("needs_payload = true").count(), 1, "{text}");
+    edit_manifest(dir.path(), "needs_payload = true\n", "");
+    let loaded = ModelDir::load(dir.path()).unwrap();
+    assert_eq!(loaded.early[0].payload_columns, None);
+    loaded.save_manifest().unwrap();
+    let text = std::fs::read_to_string(dir.path().join("serveflow-model.toml")).unwrap();
+    assert!(!text.contains("needs_payload"), "{text}");
+}

@@ -28,6 +28,7 @@
 //! model = "first.txt"
 //! features = "stats"
 //! packets = 1
+//! needs_payload = true      # optional: decide only flows whose packets carried payload
 //! routing = { uncertainty = "least_confidence", threshold = 0.05 }
 //! ```
 //!
@@ -124,6 +125,11 @@ pub struct EarlyConfig {
     pub features: String,
     /// Packets the stage waits for.
     pub packets: u32,
+    /// Decide only flows whose packets carried payload; pass the rest on unasked. A bare TCP
+    /// handshake names no service (the name comes with the ClientHello or the request), so a
+    /// service model's answer on it can only echo its training captures. Needs `stats`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub needs_payload: bool,
     /// When to pass flows on.
     pub routing: RoutingConfig,
 }
@@ -160,6 +166,9 @@ pub struct EarlyStage {
     pub thresholds: Vec<f64>,
     /// Softmax temperature.
     pub temperature: f64,
+    /// Columns of its feature row whose sum is the payload its packets carried, when it
+    /// decides only flows that carried some (`needs_payload`).
+    pub payload_columns: Option<[usize; 2]>,
 }
 
 /// A loaded stage.
@@ -223,7 +232,27 @@ impl ModelDir {
             let field = format!("early[{i}]");
             let features = spec(&mp, &e.features, e.packets, &field)?;
             let model = load_tree(dir, &e.model, &e.features, features, classes, &field)?;
+            let payload_columns = if e.needs_payload {
+                let names = features.names();
+                let at = |n: &str| names.iter().position(|c| c == n);
+                match (at("st_fwd_payload"), at("st_bwd_payload")) {
+                    (Some(f), Some(b)) => Some([f, b]),
+                    _ => {
+                        return Err(fail(
+                            &mp,
+                            &format!("{field}.needs_payload"),
+                            format!(
+                                "needs the stats feature set (its payload columns); the stage's features are {:?}",
+                                e.features
+                            ),
+                        ))
+                    }
+                }
+            } else {
+                None
+            };
             early.push(EarlyStage {
+                payload_columns,
                 name: e.name.clone(),
                 stage: Stage { model, features },
                 uncertainty: e.routing.uncertainty,

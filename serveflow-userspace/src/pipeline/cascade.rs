@@ -24,6 +24,9 @@ pub struct InlineStage {
     pub features: FeatureSpec,
     /// When to pass the flow on.
     pub router: Router,
+    /// Columns of the feature row holding the payload its packets carried, when the stage
+    /// decides only flows that carried some (manifest `needs_payload`).
+    pub payload_columns: Option<[usize; 2]>,
 }
 
 /// All stages, in order.
@@ -63,6 +66,7 @@ impl Cascade {
                     thresholds: e.thresholds,
                     temperature: e.temperature,
                 },
+                payload_columns: e.payload_columns,
             })
             .collect();
         inline.push(InlineStage {
@@ -74,6 +78,7 @@ impl Cascade {
                 thresholds: dir.thresholds,
                 temperature: dir.manifest.routing.temperature,
             },
+            payload_columns: None,
         });
         let specs: Arc<[FeatureSpec]> = inline
             .iter()
@@ -138,6 +143,13 @@ impl Cascade {
 }
 
 impl InlineStage {
+    /// Whether the stage passes the flow of feature row `x` on without asking its model: it
+    /// decides only flows that carried payload, and this one has carried none yet.
+    pub fn abstains(&self, x: &[f32]) -> bool {
+        self.payload_columns
+            .is_some_and(|cols| cols.iter().all(|&c| x.get(c).is_none_or(|v| *v <= 0.0)))
+    }
+
     /// The stage's class probabilities for feature row `x`, at its calibrated temperature.
     pub fn probabilities(&self, x: &[f32], out: &mut [f64]) {
         self.model.predict_raw_f32(x, out);

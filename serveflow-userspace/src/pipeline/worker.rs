@@ -350,10 +350,17 @@ impl Decider {
             if let Some(f) = flow.state.features.get(s) {
                 f.values(&mut self.row);
             }
-            stage.probabilities(&self.row, &mut self.probs);
-            let route = stage.router.route(&self.probs);
-            flow.state.best = Some((route.class, route.confidence as f32, s as u8));
-            if !route.escalate {
+            let abstains = stage.abstains(&self.row);
+            let route = if abstains {
+                None
+            } else {
+                stage.probabilities(&self.row, &mut self.probs);
+                Some(stage.router.route(&self.probs))
+            };
+            if let Some(route) = &route {
+                flow.state.best = Some((route.class, route.confidence as f32, s as u8));
+            }
+            if let Some(route) = route.filter(|r| !r.escalate) {
                 let v = self.verdict(flow, StageKind::Fast, trigger);
                 flow.state.decided();
                 self.out.emit(v, route.class, self.timing(flow, t, wall));

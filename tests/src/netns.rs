@@ -38,7 +38,7 @@ pub struct VethPair {
     pub addr_b: [u8; 4],
 }
 
-fn ip(args: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn ip(args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new("ip")
         .args(args)
         .output()

@@ -5,8 +5,10 @@
 //! - the dated nightly with rust-src that builds the eBPF crate (the stable host toolchain is
 //!   pinned in rust-toolchain.toml and installed by rustup on first use);
 //! - bpf-linker, linked against that nightly's own LLVM so their versions always match;
-//! - Debian packages: iproute2 (ip), bpftool, tcpreplay, util-linux (nsenter, setpriv, unshare),
-//!   libclang-dev (bindgen for lightgbm3), the export tests' real engines: pmacct (nfacctd,
+//! - Debian packages: iproute2 (ip, tc, ss), bpftool, tcpreplay, util-linux (nsenter, setpriv,
+//!   unshare), libclang-dev (bindgen for lightgbm3), the demo's servers and clients (dnsmasq,
+//!   chrony, openssh, redis, curl, openssl, python3, ethtool; started by no install script),
+//!   the export tests' real engines: pmacct (nfacctd,
 //!   an IPFIX collector) and tshark (Wireshark's dissectors), and chromium (the HTML report
 //!   rendered in a real browser);
 //! - the Kafka export tests' engines: tansu, a Kafka-protocol broker from crates.io, into
@@ -27,14 +29,28 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 
 /// (command on PATH, or absolute file, that must exist; Debian package providing it)
-const APT: [(&str, &str); 7] = [
+const APT: [(&str, &str); 20] = [
     ("ip", "iproute2"),
+    ("tc", "iproute2"),
+    ("ss", "iproute2"),
     ("bpftool", "bpftool"),
     ("tcpreplay", "tcpreplay"),
     ("nsenter", "util-linux"),
     ("setpriv", "util-linux"),
     ("unshare", "util-linux"),
     ("/usr/lib/llvm-14/lib/libclang.so", "libclang-dev"),
+    // The demo's link, servers and clients (`serveflow_testbed::exchanges`).
+    ("ethtool", "ethtool"),
+    ("curl", "curl"),
+    ("openssl", "openssl"),
+    ("/usr/bin/python3", "python3"),
+    ("dnsmasq", "dnsmasq-base"),
+    ("chronyd", "chrony"),
+    ("/usr/sbin/sshd", "openssh-server"),
+    ("ssh-keygen", "openssh-client"),
+    ("redis-server", "redis-server"),
+    ("redis-cli", "redis-tools"),
+    ("logger", "bsdutils"),
 ];
 
 /// What only the tests need: the real engines the export tests talk to, and the browser the
@@ -163,12 +179,27 @@ fn apt_packages(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
         );
     }
     exec(Command::new("apt-get").args(["update", "-q"]))?;
-    exec(
+    // Servers among them (sshd, redis, chrony) must not start on the host: the demo runs its
+    // own in a namespace. A policy-rc.d answering 101 tells their install scripts so.
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let ours = !policy.exists();
+    if ours {
+        std::fs::write(
+            policy,
+            "#!/bin/sh\n# serveflow set-up: start no services\nexit 101\n",
+        )?;
+        std::fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
+    let installed = exec(
         Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(&missing),
-    )
+    );
+    if ours {
+        std::fs::remove_file(policy)?;
+    }
+    installed
 }
 
 /// Minimum CMake for LightGBM 4.7 (lightgbm3-sys).

@@ -412,3 +412,26 @@ fn bench_json_replaces_the_tables_and_memory_counts_exactly_the_flows_asked() {
     assert!(v["memory"]["peak_rss_kib"].as_u64().unwrap() > 0);
     assert!(!stdout.contains("| workers |"), "no tables with --json");
 }
+
+#[test]
+fn extract_json_summary_counts_the_rows_written() {
+    let pcap = smoke();
+    let pcap = pcap.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rows = dir.path().join("flows.csv");
+    let (code, stdout, stderr) =
+        serveflow(&["extract", pcap, "--out", rows.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let s: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let lines = std::fs::read_to_string(&rows).unwrap().lines().count() as u64;
+    assert_eq!(s["flows_written"].as_u64(), Some(lines - 1), "{s:#}");
+    assert_eq!(s["flows"]["started"], s["flows_written"], "{s:#}");
+    assert!(s["packets"].as_u64().unwrap() > 0, "{s:#}");
+    assert!(
+        !stderr.contains("flows (ended"),
+        "no text summary too: {stderr}"
+    );
+    let (code, _, stderr) = serveflow(&["extract", pcap, "--json"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--out"), "{stderr}");
+}

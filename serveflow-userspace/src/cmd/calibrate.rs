@@ -77,6 +77,10 @@ pub struct CalibrateArgs {
     /// Skip inputs that cannot be read (listed in the result) instead of stopping.
     #[arg(long)]
     pub keep_going: bool,
+    /// Print the result as one JSON document on stdout (what `calibration.json` holds, and
+    /// the files written) instead of the tables.
+    #[arg(long)]
+    pub json: bool,
     /// Capture files or folders.
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
@@ -108,6 +112,7 @@ impl CalibrateArgs {
             waits_ms: (c.pipeline.fast_wait_ms, c.pipeline.max_wait_ms),
             output,
             keep_going: c.capture.keep_going,
+            json: self.json,
             target: match self.max_escalated {
                 Some(pct) => Target::MaxEscalated(pct / 100.0),
                 None if self.f1_only => Target::MaxF1Drop(self.max_drop),
@@ -152,6 +157,8 @@ pub struct CalibrateOptions {
     pub output: Output,
     /// Skip unreadable inputs (listed in the result) instead of stopping.
     pub keep_going: bool,
+    /// The result as JSON on stdout instead of the tables.
+    pub json: bool,
 }
 
 /// One split's view of the calibrated cascade.
@@ -295,12 +302,29 @@ pub fn run(opts: &CalibrateOptions) -> anyhow::Result<()> {
             }
         }
     }
+    let mut record = serde_json::json!({
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "split": opts.split,
+        "captures": fit.captures,
+        "stages": names,
+        "waits_ms": { "inline": opts.waits_ms.0, "slow": opts.waits_ms.1 },
+        "temperatures": temperatures,
+        "classes_below_support_floor": thin,
+        "skipped_inputs": inputs.skipped,
+        "calibration": c,
+        "splits": results,
+    });
     let out = &mut std::io::stdout().lock();
-    print(out, &c, &names, &temperatures, &results, &thin)?;
-    for s in &inputs.skipped {
-        writeln!(out, "skipped input: {s}")?;
+    if !opts.json {
+        print(out, &c, &names, &temperatures, &results, &thin)?;
+        for s in &inputs.skipped {
+            writeln!(out, "skipped input: {s}")?;
+        }
     }
     let Some(dir) = target_dir else {
+        if opts.json {
+            writeln!(out, "{}", serde_json::to_string_pretty(&record)?)?;
+        }
         return Ok(());
     };
     // Per-class thresholds (-1: the class always escalates); the global one escalates too.
@@ -334,22 +358,15 @@ pub fn run(opts: &CalibrateOptions) -> anyhow::Result<()> {
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     // Reload: the written manifest must pass the same checks as any other.
     ModelDir::load(&dir)?;
-    let record = serde_json::json!({
-        "command": std::env::args().collect::<Vec<_>>().join(" "),
-        "split": opts.split,
-        "captures": fit.captures,
-        "stages": names,
-        "waits_ms": { "inline": opts.waits_ms.0, "slow": opts.waits_ms.1 },
-        "temperatures": temperatures,
-        "classes_below_support_floor": thin,
-        "skipped_inputs": inputs.skipped,
-        "calibration": c,
-        "splits": results,
-    });
     let json = dir.join("calibration.json");
     std::fs::write(&json, serde_json::to_string_pretty(&record)? + "\n")
         .with_context(|| format!("writing {}", json.display()))?;
-    writeln!(out, "written:   {} and {}", path.display(), json.display())?;
+    if opts.json {
+        record["written"] = serde_json::json!([path, json]);
+        writeln!(out, "{}", serde_json::to_string_pretty(&record)?)?;
+    } else {
+        writeln!(out, "written:   {} and {}", path.display(), json.display())?;
+    }
     Ok(())
 }
 

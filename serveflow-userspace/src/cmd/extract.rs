@@ -76,6 +76,10 @@ pub struct ExtractArgs {
     /// Skip inputs that cannot be read (listed at the end) instead of stopping.
     #[arg(long)]
     pub keep_going: bool,
+    /// Print the summary as one JSON document on stdout instead of the lines on stderr (the
+    /// rows then go to --out FILE).
+    #[arg(long, requires = "out", conflicts_with = "profile")]
+    pub json: bool,
 }
 
 impl ExtractArgs {
@@ -106,6 +110,7 @@ impl ExtractArgs {
             counters: self.counters.clone(),
             interval_ms: self.interval_ms,
             keep_going: c.capture.keep_going,
+            json: self.json,
         })
     }
 }
@@ -142,6 +147,8 @@ pub struct ExtractOptions {
     pub interval_ms: u64,
     /// Skip unreadable inputs (listed at the end) instead of stopping.
     pub keep_going: bool,
+    /// The summary as JSON on stdout (the rows in `out`).
+    pub json: bool,
 }
 
 const CSV_HEADER: &str = "src,sport,dst,dport,proto,first_seen_us,last_seen_us,packets,bytes,src2dst_packets,end,service,server_name";
@@ -260,11 +267,38 @@ pub fn run(opts: &ExtractOptions) -> anyhow::Result<()> {
     if let Some(e) = write_err {
         return Err(e).context("writing flows");
     }
-    if let Some(periodic) = periodic {
-        let rows = periodic.finish().context("writing periodic counters")?;
+    let periodic_rows = match periodic {
+        Some(periodic) => Some(periodic.finish().context("writing periodic counters")?),
+        None => None,
+    };
+    out.flush().context("writing flows")?;
+    if opts.json {
+        let summary = serde_json::json!({
+            "packets": report.packets,
+            "flow_packets": report.flow_packets,
+            "flows_written": written.load(Relaxed),
+            "flows": report.flows,
+            "skipped_packets": report.skipped,
+            "captures_ended_early": report
+                .early_ends
+                .iter()
+                .map(|(path, end)| serde_json::json!({ "path": path, "end": end.to_string() }))
+                .collect::<Vec<_>>(),
+            "captures_with_skipped_blocks": report.skipped_blocks,
+            "skipped_inputs": inputs.skipped,
+            "periodic_rows": periodic_rows,
+        });
+        drop(out);
+        writeln!(
+            std::io::stdout().lock(),
+            "{}",
+            serde_json::to_string_pretty(&summary)?
+        )?;
+        return Ok(());
+    }
+    if let Some(rows) = periodic_rows {
         eprintln!("serveflow: {rows} periodic counter rows written");
     }
-    out.flush().context("writing flows")?;
     eprintln!(
         "serveflow: {} packets, {} in TCP/UDP flows; {} flows (ended: idle {}, active {}, fin/rst {}, evicted {}, at end {})",
         report.packets,

@@ -78,11 +78,7 @@ pub struct Fitted {
 
 /// Fits temperatures and thresholds on `fit` for `target`.
 pub fn fit(cascade: &Cascade, fit: &Answers, target: Target) -> Fitted {
-    let temperatures: Vec<f64> = fit
-        .raw
-        .iter()
-        .map(|r| calibrate::fit_temperature(r, &fit.truth, fit.k))
-        .collect();
+    let temperatures = fit.fit_temperatures();
     let routed = calibrate::routed(cascade, fit, &temperatures);
     let c = calibrate::calibrate(&routed, cascade.inline.len(), fit.k, target);
     Fitted {

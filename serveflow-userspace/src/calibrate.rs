@@ -68,6 +68,48 @@ impl Answers {
         self.truth.is_empty()
     }
 
+    /// Inline stage `s`'s raw scores and the true classes of the flows it answers, leaving
+    /// out those it passed on unasked: its router never sees their scores, so they must not
+    /// pull its temperature or count in its calibration error.
+    pub fn answered(&self, s: usize) -> (Vec<f64>, Vec<usize>) {
+        let (Some(raw), passed) = (self.raw.get(s), self.abstained.get(s)) else {
+            return (Vec::new(), Vec::new());
+        };
+        let mut out = (
+            Vec::with_capacity(raw.len()),
+            Vec::with_capacity(self.truth.len()),
+        );
+        for (i, (row, &t)) in raw.chunks(self.k.max(1)).zip(&self.truth).enumerate() {
+            if !passed.and_then(|p| p.get(i)).copied().unwrap_or(false) {
+                out.0.extend_from_slice(row);
+                out.1.push(t);
+            }
+        }
+        out
+    }
+
+    /// Each inline stage's temperature, fitted ([`fit_temperature`]) on the flows it answers.
+    pub fn fit_temperatures(&self) -> Vec<f64> {
+        (0..self.raw.len())
+            .map(|s| {
+                let (raw, truth) = self.answered(s);
+                fit_temperature(&raw, &truth, self.k)
+            })
+            .collect()
+    }
+
+    /// Each inline stage's calibration error ([`ece`]) at `temperatures` (`None`: raw scores),
+    /// on the flows it answers.
+    pub fn calibration_errors(&self, temperatures: Option<&[f64]>) -> Vec<f64> {
+        (0..self.raw.len())
+            .map(|s| {
+                let (raw, truth) = self.answered(s);
+                let t = temperatures.and_then(|t| t.get(s)).copied().unwrap_or(1.0);
+                ece(&raw, &truth, self.k, t)
+            })
+            .collect()
+    }
+
     /// Flows per true class.
     pub fn support(&self) -> Vec<usize> {
         let mut n = vec![0; self.k];
@@ -418,7 +460,8 @@ const SHIFT_WORTH: f64 = 0.1;
 /// Picks per-stage, per-class thresholds for `target`, greedily: from everything escalated
 /// (the slow stage's score), repeatedly raise the one (stage, class) threshold that keeps the
 /// most flows inline per point of macro-F1 lost, while the target allows it. A raise that
-/// keeps no flow out of the slow pool but decides some at an earlier inline stage is worth
+/// keeps too few flows out of the slow pool to count ([`MIN_SUPPORT`]) but decides some at an
+/// earlier inline stage is worth
 /// less ([`SHIFT_WORTH`]) and is taken only when it costs at most [`SHIFT_TRADE`] per flow it
 /// moves.
 pub fn calibrate(answers: &[FlowAnswers], stages: usize, k: usize, target: Target) -> Calibration {
@@ -597,7 +640,8 @@ mod tests {
         );
     }
 
-    /// A stage that passed a flow on unasked is never sure of it, whatever its scores say.
+    /// A stage that passed a flow on unasked is never sure of it, whatever its scores say, and
+    /// the flow is left out of its temperature fit.
     #[test]
     fn an_abstaining_stage_is_never_sure() {
         let dir = crate::model::dir::ModelDir::load(
@@ -623,6 +667,10 @@ mod tests {
         assert_eq!(r[0].inline[0].1, f64::INFINITY);
         assert!(r[1].inline[0].1 < 1e-6, "{:?}", r[1]);
         assert!(r[0].inline[1].1 < 1e-6, "{:?}", r[0]);
+        // Its temperature and calibration error see only the flow it answered.
+        assert_eq!(answers.answered(0).0.len(), k);
+        assert_eq!(answers.answered(0).1, vec![0]);
+        assert_eq!(answers.answered(1).1, vec![0, 0]);
     }
 
     /// An over-confident stage (its scores 3x too large) is cooled down to about the truth:

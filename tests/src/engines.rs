@@ -66,22 +66,36 @@ pub fn kafka_python() -> Option<PathBuf> {
     ok.then_some(python)
 }
 
+/// The `export:` line of a run's stderr, and the counters it names (`sent 40 dropped 2 ...`).
+pub struct ExportLine(pub String);
+
+impl ExportLine {
+    /// The line, if `stderr` has one.
+    pub fn find(stderr: &str) -> Option<ExportLine> {
+        stderr
+            .lines()
+            .find(|l| l.starts_with("export:"))
+            .map(|l| ExportLine(l.to_owned()))
+    }
+
+    /// The number after the word `name` (`None`: not on the line, or not a number).
+    pub fn count(&self, name: &str) -> Option<u64> {
+        let mut words = self.0.split_whitespace();
+        words.find(|w| *w == name)?;
+        words.next()?.parse().ok()
+    }
+}
+
 /// `program` as a command, inside network namespace `ns` when given.
 pub fn command_in(ns: Option<&str>, program: &Path) -> Command {
     match ns {
-        Some(ns) => {
-            let mut cmd = Command::new("nsenter");
-            cmd.arg(format!("--net=/run/netns/{ns}"))
-                .arg("--")
-                .arg(program);
-            cmd
-        }
+        Some(ns) => crate::netns::nsenter(ns, program),
         None => Command::new(program),
     }
 }
 
 /// A child process killed on drop.
-struct Killed(Child);
+pub(crate) struct Killed(pub(crate) Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -300,5 +314,22 @@ impl Tansu {
             }
             std::thread::sleep(Duration::from_millis(500));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used, reason = "tests fail loudly on purpose")]
+    use super::ExportLine;
+
+    #[test]
+    fn export_line_counts_are_read_by_name() {
+        let stderr = "flows: 42\nexport:    kafka://b/t  sent 40  dropped 2 (queue full 0, peer down 2)  undelivered 7  reconnects 1\n";
+        let line = ExportLine::find(stderr).expect("the line");
+        assert_eq!(line.count("sent"), Some(40));
+        assert_eq!(line.count("dropped"), Some(2));
+        assert_eq!(line.count("undelivered"), Some(7));
+        assert_eq!(line.count("missing"), None);
+        assert!(ExportLine::find("flows: 42\n").is_none());
     }
 }

@@ -13,14 +13,14 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _};
 use serde_json::Value;
 
-use crate::span::SpanBed;
+use crate::{engines::Killed, span::SpanBed};
 
 /// The sites: server name and the service nDPI names for it (`None`: none, only the protocol).
 pub const SITES: [(&str, Option<&str>); 9] = [
@@ -85,16 +85,6 @@ impl Kind {
             Kind::Redis => "Redis (redis-cli)",
             Kind::Syslog => "syslog (logger)",
         }
-    }
-}
-
-/// A child process killed on drop.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -383,6 +373,16 @@ pub struct Row {
     pub named: usize,
     /// Decided by each stage (`first`, `fast`, `slow`) or fallen back.
     pub by: BTreeMap<String, usize>,
+}
+
+impl Row {
+    /// Flows decided by the inline stages (`first`, `fast`).
+    pub fn inline(&self) -> usize {
+        ["first", "fast"]
+            .iter()
+            .map(|s| self.by.get(*s).copied().unwrap_or(0))
+            .sum()
+    }
 }
 
 /// The verdicts scored against what the clients did.

@@ -38,6 +38,40 @@ pub struct VethPair {
     pub addr_b: [u8; 4],
 }
 
+/// `program` inside network namespace `ns`. With `nsenter`, not `ip netns exec`: the latter
+/// remounts /sys and hides bpffs.
+pub fn nsenter(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{ns}"))
+        .arg("--")
+        .arg(program);
+    cmd
+}
+
+/// Runs `program args` inside `ns`; fails with its stderr.
+pub(crate) fn run_in(ns: &str, program: &str, args: &[&str]) -> anyhow::Result<()> {
+    let out = nsenter(ns, program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {} in {ns}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// A name part no other test bed of this process or a parallel one uses (pid and a counter),
+/// and an octet (1..=250) for its addresses.
+pub(crate) fn unique() -> (String, u8) {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let id = format!("{}{}", std::process::id() % 100_000, n);
+    (id, ((std::process::id() + n) % 250 + 1) as u8)
+}
+
 pub(crate) fn ip(args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new("ip")
         .args(args)
@@ -57,9 +91,7 @@ impl VethPair {
     /// Creates the namespaces and a veth with `queues` RX/TX queues on each end, both up,
     /// with IPv6 off (no router solicitations or MLD noise in exact-count tests).
     pub fn new(tag: &str, queues: u32) -> anyhow::Result<Self> {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}{}", std::process::id() % 100_000, n);
-        let octet = ((std::process::id() + n) % 250 + 1) as u8;
+        let (id, octet) = unique();
         let pair = VethPair {
             ns_a: format!("sf-{tag}-{id}-a"),
             ns_b: format!("sf-{tag}-{id}-b"),
@@ -99,8 +131,7 @@ impl VethPair {
             (&pair.ns_a, &pair.dev_a, pair.addr_a),
             (&pair.ns_b, &pair.dev_b, pair.addr_b),
         ] {
-            pair.sysctl(ns, "net.ipv6.conf.all.disable_ipv6=1")?;
-            pair.sysctl(ns, "net.ipv6.conf.default.disable_ipv6=1")?;
+            disable_ipv6(ns)?;
             let cidr = format!("{}.{}.{}.{}/24", addr[0], addr[1], addr[2], addr[3]);
             ip(&["-n", ns, "addr", "add", &cidr, "dev", dev])?;
             ip(&["-n", ns, "link", "set", dev, "up"])?;
@@ -109,27 +140,9 @@ impl VethPair {
         Ok(pair)
     }
 
-    fn sysctl(&self, ns: &str, setting: &str) -> anyhow::Result<()> {
-        let out = self
-            .command(ns, "sysctl")
-            .args(["-q", "-w", setting])
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "sysctl {setting} in {ns}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
-    }
-
     /// A command that runs `program` inside namespace `ns`.
     pub fn command(&self, ns: &str, program: &str) -> Command {
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net=/run/netns/{ns}"))
-            .arg("--")
-            .arg(program);
-        cmd
+        nsenter(ns, program)
     }
 
     /// Replays `pcap` out of `dev_b` (so it arrives on `dev_a`) at `pps` packets per second.
@@ -155,6 +168,17 @@ impl Drop for VethPair {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }
+}
+
+/// IPv6 off in `ns`: no router solicitations or MLD noise in exact-count tests.
+pub(crate) fn disable_ipv6(ns: &str) -> anyhow::Result<()> {
+    for setting in [
+        "net.ipv6.conf.all.disable_ipv6=1",
+        "net.ipv6.conf.default.disable_ipv6=1",
+    ] {
+        run_in(ns, "sysctl", &["-q", "-w", setting])?;
+    }
+    Ok(())
 }
 
 /// Whether this process may create namespaces and load BPF (tests skip loudly otherwise).

@@ -16,18 +16,11 @@
 //! the servers' resolver), which `ip netns exec` binds over `/etc/resolv.conf`; serveflow
 //! itself is started with `nsenter`, which leaves bpffs visible.
 
-use std::{
-    net::Ipv4Addr,
-    path::PathBuf,
-    process::Command,
-    sync::atomic::{AtomicU32, Ordering},
-};
+use std::{net::Ipv4Addr, path::PathBuf, process::Command};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 
-use crate::netns::ip;
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
+use crate::netns::{disable_ipv6, ip, nsenter, run_in, unique};
 
 /// Three namespaces: clients, servers, and the monitor that receives the mirrored link.
 #[derive(Debug)]
@@ -52,9 +45,7 @@ pub struct SpanBed {
 impl SpanBed {
     /// Makes the namespaces, the link, the mirror and the clients' `resolv.conf`.
     pub fn new(tag: &str) -> anyhow::Result<Self> {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}{}", std::process::id() % 100_000, n);
-        let octet = ((std::process::id() + n) % 250 + 1) as u8;
+        let (id, octet) = unique();
         let prefix = [10, 198, octet];
         let bed = SpanBed {
             clients: format!("sf-{tag}-{id}-c"),
@@ -101,16 +92,7 @@ impl SpanBed {
             &bed.monitor,
         ])?;
         for ns in [&bed.clients, &bed.servers, &bed.monitor] {
-            bed.run(
-                ns,
-                "sysctl",
-                &["-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"],
-            )?;
-            bed.run(
-                ns,
-                "sysctl",
-                &["-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"],
-            )?;
+            disable_ipv6(ns)?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
         ip(&[
@@ -138,21 +120,21 @@ impl SpanBed {
             (&bed.monitor, &bed.monitor_dev),
         ] {
             ip(&["-n", ns, "link", "set", dev, "up"])?;
-            bed.run(
+            run_in(
                 ns,
                 "ethtool",
                 &["-K", dev, "tso", "off", "gso", "off", "gro", "off"],
             )
             .context("turning segmentation offloads off (package ethtool)")?;
         }
-        bed.run(
+        run_in(
             &bed.servers,
             "tc",
             &["qdisc", "add", "dev", &bed.server_dev, "clsact"],
         )?;
         for hook in ["ingress", "egress"] {
             // u32 matching everything: matchall is not in every kernel (not in this one).
-            bed.run(
+            run_in(
                 &bed.servers,
                 "tc",
                 &[
@@ -206,11 +188,7 @@ impl SpanBed {
 
     /// `program` inside namespace `ns` (nsenter: bpffs stays visible).
     pub fn command(&self, ns: &str, program: &str) -> Command {
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net=/run/netns/{ns}"))
-            .arg("--")
-            .arg(program);
-        cmd
+        nsenter(ns, program)
     }
 
     /// `program` as a client: in the clients' namespace, with its `resolv.conf`.
@@ -218,22 +196,6 @@ impl SpanBed {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.clients, program]);
         cmd
-    }
-
-    fn run(&self, ns: &str, program: &str, args: &[&str]) -> anyhow::Result<()> {
-        let out = self
-            .command(ns, program)
-            .args(args)
-            .output()
-            .with_context(|| format!("running {program}"))?;
-        if !out.status.success() {
-            bail!(
-                "{program} {} in {ns}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
     }
 
     fn etc_dir(&self) -> PathBuf {

@@ -113,8 +113,7 @@ fn real_exchanges_on_a_mirrored_link_are_decided_inline_and_labeled_right() {
     );
 
     let total = score.total();
-    let inline =
-        total.by.get("first").copied().unwrap_or(0) + total.by.get("fast").copied().unwrap_or(0);
+    let inline = total.inline();
     assert!(
         inline * 4 >= total.flows * 3,
         "at least 75% decided inline: {inline} of {}\n{report}",

@@ -14,7 +14,7 @@
 use std::{net::UdpSocket, process::Command, time::Duration};
 
 use serveflow_testbed::{
-    engines::{free_udp_port, on_path, repo, IpfixRow, Nfacctd},
+    engines::{free_udp_port, on_path, repo, ExportLine, IpfixRow, Nfacctd},
     frames, serveflow_bin,
 };
 
@@ -155,13 +155,10 @@ fn a_collector_that_is_not_there_costs_counted_drops_not_the_run() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 42);
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("export:"))
-        .expect("an export line");
-    let num = |after: &str| -> u64 {
-        let rest = &line[line.find(after).unwrap() + after.len()..];
-        rest.split_whitespace().next().unwrap().parse().unwrap()
+    let line = ExportLine::find(&stderr).expect("an export line");
+    let num = |name: &str| -> u64 {
+        line.count(name)
+            .unwrap_or_else(|| panic!("no {name} count: {}", line.0))
     };
-    assert_eq!(num("sent ") + num("dropped "), 42, "{line}");
+    assert_eq!(num("sent") + num("dropped"), 42, "{}", line.0);
 }

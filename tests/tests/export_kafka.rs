@@ -18,7 +18,7 @@ use std::{
 };
 
 use serveflow_testbed::{
-    engines::{free_tcp_port, kafka_python, repo, tansu_bin, Tansu},
+    engines::{free_tcp_port, kafka_python, repo, tansu_bin, ExportLine, Tansu},
     frames, serveflow_bin,
 };
 
@@ -129,18 +129,16 @@ fn a_broker_stopped_mid_run_costs_counted_verdicts_not_a_stall() {
         started.elapsed() < Duration::from_secs(30),
         "the run stalled: {stderr}"
     );
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("export:"))
-        .expect("an export line");
-    let num = |after: &str| -> u64 {
-        let rest = &line[line.find(after).unwrap() + after.len()..];
-        rest.split_whitespace().next().unwrap().parse().unwrap()
+    let line = ExportLine::find(&stderr).expect("an export line");
+    let num = |name: &str| -> u64 {
+        line.count(name)
+            .unwrap_or_else(|| panic!("no {name} count: {}", line.0))
     };
     let flows = capture.flows as u64;
-    assert_eq!(num("sent ") + num("dropped "), flows, "{line}");
+    assert_eq!(num("sent") + num("dropped"), flows, "{}", line.0);
     assert!(
-        num("undelivered ") > 0,
-        "verdicts after the broker went are counted: {line}"
+        num("undelivered") > 0,
+        "verdicts after the broker went are counted: {}",
+        line.0
     );
 }

@@ -95,8 +95,7 @@ pub fn run() -> anyhow::Result<()> {
         eprintln!("  no client made: {u}");
     }
     let total = score.total();
-    let inline =
-        total.by.get("first").copied().unwrap_or(0) + total.by.get("fast").copied().unwrap_or(0);
+    let inline = total.inline();
     eprintln!(
         "xtask: {} flows, {} right ({:.0}%), {} decided inline ({:.0}%)",
         total.flows,

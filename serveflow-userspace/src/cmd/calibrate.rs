@@ -18,8 +18,7 @@ use serde::Serialize;
 
 use serveflow::{
     calibrate::{
-        answers, calibrate, ece, evaluate, fit_temperature, routed, Answers, Calibration, Outcome,
-        Target, MIN_SUPPORT,
+        answers, calibrate, evaluate, routed, Answers, Calibration, Outcome, Target, MIN_SUPPORT,
     },
     capture::inputs,
     config::wait_ns,
@@ -262,11 +261,7 @@ pub fn run(opts: &CalibrateOptions) -> anyhow::Result<()> {
             fit.captures
         );
     }
-    let temperatures: Vec<f64> = fit
-        .raw
-        .iter()
-        .map(|raw| fit_temperature(raw, &fit.truth, k))
-        .collect();
+    let temperatures = fit.fit_temperatures();
     let c = calibrate(
         &routed(&cascade, &fit, &temperatures),
         stages,
@@ -385,13 +380,8 @@ fn split_result(
         captures: a.captures,
         flows: a.len(),
         unreadable: a.unreadable.clone(),
-        ece_before: a.raw.iter().map(|r| ece(r, &a.truth, k, 1.0)).collect(),
-        ece_after: a
-            .raw
-            .iter()
-            .zip(temperatures)
-            .map(|(r, t)| ece(r, &a.truth, k, *t))
-            .collect(),
+        ece_before: a.calibration_errors(None),
+        ece_after: a.calibration_errors(Some(temperatures)),
         slow_accuracy: slow.accuracy,
         slow_macro_f1: slow.macro_f1,
         cascade: evaluate(&routed_flows, thresholds, k),

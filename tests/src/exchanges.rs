@@ -373,16 +373,27 @@ pub struct Row {
     pub named: usize,
     /// Decided by each stage (`first`, `fast`, `slow`) or fallen back.
     pub by: BTreeMap<String, usize>,
+    /// Right verdicts by the stage that decided them.
+    pub right_by: BTreeMap<String, usize>,
 }
 
 impl Row {
     /// Flows decided by the inline stages (`first`, `fast`).
     pub fn inline(&self) -> usize {
-        ["first", "fast"]
-            .iter()
-            .map(|s| self.by.get(*s).copied().unwrap_or(0))
-            .sum()
+        inline_sum(&self.by)
     }
+
+    /// Of those, the right ones.
+    pub fn right_inline(&self) -> usize {
+        inline_sum(&self.right_by)
+    }
+}
+
+fn inline_sum(by: &BTreeMap<String, usize>) -> usize {
+    ["first", "fast"]
+        .iter()
+        .map(|s| by.get(*s).copied().unwrap_or(0))
+        .sum()
 }
 
 /// The verdicts scored against what the clients did.
@@ -406,6 +417,9 @@ impl Score {
             t.named += r.named;
             for (k, v) in &r.by {
                 *t.by.entry(k.clone()).or_default() += v;
+            }
+            for (k, v) in &r.right_by {
+                *t.right_by.entry(k.clone()).or_default() += v;
             }
         }
         t
@@ -459,6 +473,7 @@ pub fn score(bed: &SpanBed, verdicts: &[Value]) -> Score {
         row.right += usize::from(right);
         row.named += usize::from(named);
         *row.by.entry(stage_of(v)).or_default() += 1;
+        *row.right_by.entry(stage_of(v)).or_default() += usize::from(right);
         if !right {
             let what = site.map_or(kind.title(), |i| SITES[i].0);
             out.wrong

@@ -20,6 +20,7 @@ use crate::{
     dataset::Corpus,
     mlp,
     pipeline::{self, within, TrainOptions, TrainReport, TreeStage},
+    progress::{note, STEPS},
     split::{Split, SplitOptions},
     trees::FastParams,
 };
@@ -189,9 +190,16 @@ pub fn craft(corpus: &Corpus, opts: &CraftOptions) -> anyhow::Result<Crafted> {
             .iter()
             .flat_map(|f| FAST_PACKETS.map(|p| ("fast", *f, p))),
     );
+    let all = trees.clone().count() * TREE_SIZES.len() + SLOW.len();
+    let mut tried = 0;
+    let mut next = |what: String| {
+        tried += 1;
+        STEPS.begin(format!("candidate {tried} of {all}: {what}"));
+    };
     for (stage, features, packets) in trees {
         let spec_p = spec(features, packets)?;
         for (rounds, leaves, max_depth, learning_rate) in TREE_SIZES {
+            next(format!("{stage} {features}, {packets} packets"));
             let tree = TreeStage {
                 features: spec_p,
                 packets,
@@ -220,11 +228,12 @@ pub fn craft(corpus: &Corpus, opts: &CraftOptions) -> anyhow::Result<Crafted> {
                 tree: Some(tree),
                 slow: None,
             };
-            eprintln!("serveflow-train: craft: {}", line(&c));
+            note(&format!("craft: {}", line(&c)));
             candidates.push(c);
         }
     }
     for (features, packets, hidden) in SLOW {
+        next(format!("slow {features}, {packets} packets"));
         let s = spec(features, packets)?;
         let config = mlp::TrainConfig {
             hidden,
@@ -259,7 +268,7 @@ pub fn craft(corpus: &Corpus, opts: &CraftOptions) -> anyhow::Result<Crafted> {
             tree: None,
             slow: Some((s, hidden)),
         };
-        eprintln!("serveflow-train: craft: {}", line(&c));
+        note(&format!("craft: {}", line(&c)));
         candidates.push(c);
     }
     mark_pareto(&mut candidates);
@@ -300,10 +309,10 @@ pub fn craft(corpus: &Corpus, opts: &CraftOptions) -> anyhow::Result<Crafted> {
         ),
     ];
     for b in &baselines {
-        eprintln!(
-            "serveflow-train: craft: baseline {}: macro-F1 {:.3}, accuracy {:.3}, {:.2} us/flow",
+        note(&format!(
+            "craft: baseline {}: macro-F1 {:.3}, accuracy {:.3}, {:.2} us/flow",
             b.name, b.scores.macro_f1, b.scores.accuracy, b.us_per_flow
-        );
+        ));
     }
     let (slow_spec, hidden) = candidates[slow_i]
         .slow

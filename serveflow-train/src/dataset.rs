@@ -29,6 +29,8 @@ use serveflow::{
     services::ServiceMap,
 };
 
+use crate::progress::STEPS;
+
 /// Which labels to learn: the library's task, so training and scoring join labels alike.
 pub use serveflow::labels::Task;
 
@@ -220,6 +222,8 @@ impl Corpus {
             malformed_label_rows: labels.malformed_rows,
             ..DatasetReport::default()
         };
+        STEPS.begin("reading the labeled captures");
+        STEPS.count(files.len() as u64, "files");
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let chunk = files.len().div_ceil(threads.max(1)).max(1);
         let parts: Vec<Vec<FileResult>> = std::thread::scope(|scope| {
@@ -229,7 +233,11 @@ impl Corpus {
                     let labels = &labels;
                     scope.spawn(move || {
                         part.iter()
-                            .map(|f| read_file(data, f, labels))
+                            .map(|f| {
+                                let r = read_file(data, f, labels);
+                                STEPS.step();
+                                r
+                            })
                             .collect::<Vec<_>>()
                     })
                 })
@@ -261,6 +269,7 @@ impl Corpus {
                 report.unreadable.len()
             );
         }
+        STEPS.begin("removing duplicate flows");
         let examples = dedup(examples, &mut report)?;
         Ok(Corpus {
             task,

@@ -5,7 +5,8 @@
 //! `dataset` (labeled flows with their first packets) -> `split` (classes, train/test) ->
 //! `trees` + `mlp` (the stages) -> `pipeline` (a models directory) -> `craft` (the grid and
 //! its Pareto front), `cascade` (stages routed and calibrated on corpus flows), `loso`
-//! (leave-one-source-out), `baselines` (port table, k-NN), `metrics`.
+//! (leave-one-source-out), `baselines` (port table, k-NN), `metrics`; `progress` says how far
+//! a run is.
 
 pub mod baselines;
 pub mod cascade;
@@ -15,5 +16,6 @@ pub mod loso;
 pub mod metrics;
 pub mod mlp;
 pub mod pipeline;
+pub mod progress;
 pub mod split;
 pub mod trees;

@@ -13,6 +13,7 @@ use crate::{
     cascade::{self, Fitted, ModeScores},
     dataset::Corpus,
     pipeline::{self, Recipe},
+    progress::note,
     split::{Holdout, Split},
 };
 
@@ -61,7 +62,7 @@ pub fn run(
             Some(holdout),
             format!("leave-one-source-out: {group}"),
         )?;
-        eprintln!("serveflow-train: loso: training without {group}");
+        note(&format!("loso: training without {group}"));
         pipeline::train(corpus, &opts)?;
         let split = Split::prepare(corpus, &opts.split)?;
         let models = Cascade::from_models(ModelDir::load(dir.path())?);
@@ -84,7 +85,7 @@ pub fn run(
             fitted,
             scores,
         };
-        eprintln!("serveflow-train: loso: {}", row(&fold));
+        note(&format!("loso: {}", row(&fold)));
         folds.push(fold);
     }
     Ok(folds)

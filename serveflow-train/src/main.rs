@@ -2,16 +2,25 @@
 //! configuration), crafts one (`craft`, a grid of candidates and their Pareto front), or runs
 //! the leave-one-source-out check of a models directory's recipe (`loso`).
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use serveflow::{calibrate::Target, features::FeatureSpec, limits::Choice};
+use serveflow::{
+    calibrate::Target,
+    features::FeatureSpec,
+    limits::Choice,
+    ticker::{self, Ticker},
+};
 use serveflow_train::{
     craft::{self, CraftOptions},
     dataset::{Corpus, Task},
     loso, mlp,
     pipeline::{self, Recipe, TrainOptions, TreeStage, DEFAULT_WAITS_MS},
+    progress::{note, STEPS},
     split::{Holdout, SplitOptions},
     trees::FastParams,
 };
@@ -28,6 +37,9 @@ fn task(name: &str) -> Result<Task, String> {
     about = "Train serveflow's models from labeled captures"
 )]
 struct Cli {
+    /// No progress line and no notes on stderr; the results are still printed.
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -166,24 +178,39 @@ impl SplitArgs {
     }
 
     fn corpus(&self) -> anyhow::Result<Corpus> {
-        eprintln!(
-            "serveflow-train: reading the labeled captures of {}",
-            self.data.display()
-        );
-        let corpus = Corpus::build(&self.data, self.task)?;
-        let r = &corpus.report;
-        eprintln!(
-            "serveflow-train: {} labeled flows ({} exact duplicates removed), {} captures missing, {} unreadable",
-            corpus.examples.len(),
-            r.duplicates_removed,
-            r.missing.len(),
-            r.unreadable.len()
-        );
-        Ok(corpus)
+        read_corpus(&self.data, self.task)
     }
 }
 
+/// The labeled flows of a data folder, with a note of what was read.
+fn read_corpus(data: &Path, task: Task) -> anyhow::Result<Corpus> {
+    note(&format!(
+        "reading the labeled captures of {}",
+        data.display()
+    ));
+    let corpus = Corpus::build(data, task)?;
+    let r = &corpus.report;
+    note(&format!(
+        "{} labeled flows ({} exact duplicates removed), {} captures missing, {} unreadable",
+        corpus.examples.len(),
+        r.duplicates_removed,
+        r.missing.len(),
+        r.unreadable.len()
+    ));
+    Ok(corpus)
+}
+
 fn run(command: Command, line: String) -> anyhow::Result<()> {
+    let what = match command {
+        Command::Train { .. } => "train",
+        Command::Craft { .. } => "craft",
+        Command::Loso { .. } => "loso",
+    };
+    STEPS.begin(match command {
+        Command::Loso { .. } => "reading the recipe",
+        _ => "reading the labeled captures",
+    });
+    let ticker = Ticker::start(what, || STEPS.line());
     match command {
         Command::Train {
             split,
@@ -227,6 +254,7 @@ fn run(command: Command, line: String) -> anyhow::Result<()> {
                 command: line,
             };
             let report = pipeline::train(&split.corpus()?, &opts)?;
+            drop(ticker);
             pipeline::print(&report, &out);
         }
         Command::Craft {
@@ -246,6 +274,7 @@ fn run(command: Command, line: String) -> anyhow::Result<()> {
                 command: line,
             };
             let crafted = craft::craft(&split.corpus()?, &opts)?;
+            drop(ticker);
             eprint!("{}", craft::table(&opts, &crafted));
             pipeline::print(&crafted.report, &out);
         }
@@ -269,12 +298,9 @@ fn run(command: Command, line: String) -> anyhow::Result<()> {
                 })?;
             let task = Task::from_name(&recipe.task)
                 .with_context(|| format!("unknown task {:?}", recipe.task))?;
-            eprintln!(
-                "serveflow-train: reading the labeled captures of {}",
-                data.display()
-            );
-            let corpus = Corpus::build(&data, task)?;
+            let corpus = read_corpus(&data, task)?;
             let folds = loso::run(&corpus, &recipe, &groups, Target::MaxDrop(max_drop))?;
+            drop(ticker);
             loso::write(&models, &line, &folds)?;
             eprint!("{}", loso::table(&folds));
             eprintln!(
@@ -292,7 +318,9 @@ fn main() -> ExitCode {
         .chain(std::env::args().skip(1))
         .collect::<Vec<_>>()
         .join(" ");
-    match run(Cli::parse().command, line) {
+    let cli = Cli::parse();
+    ticker::set_quiet(cli.quiet);
+    match run(cli.command, line) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("serveflow-train: error: {e:#}");

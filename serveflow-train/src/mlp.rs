@@ -17,6 +17,8 @@ use tract_onnx::pb::{
     ValueInfoProto,
 };
 
+use crate::progress::STEPS;
+
 /// One dense layer: `out = in · Wᵀ + b`, W row-major `[outputs][inputs]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dense {
@@ -409,7 +411,9 @@ pub fn train(
     let rows = y.len();
     let mut order: Vec<usize> = (0..rows).collect();
     let mut xb = Vec::new();
+    STEPS.count(config.epochs as u64, "epochs");
     for _ in 0..config.epochs {
+        STEPS.step();
         for i in (1..rows).rev() {
             let j = (rng.next_u64() % (i as u64 + 1)) as usize;
             order.swap(i, j);

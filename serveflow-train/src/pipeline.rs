@@ -28,6 +28,7 @@ use crate::{
     dataset::{Corpus, DatasetReport},
     metrics::{score, Scores},
     mlp,
+    progress::STEPS,
     split::{Grouped, Holdout, Split, SplitOptions},
     trees::{self, argmax, median, FastParams},
 };
@@ -425,15 +426,23 @@ pub struct TrainReport {
 
 /// Trains every stage once and writes the models directory and `metrics.json`.
 pub fn train(corpus: &Corpus, opts: &TrainOptions) -> anyhow::Result<TrainReport> {
+    STEPS.begin("splitting the flows");
     let split = Split::prepare(corpus, &opts.split)?;
     let seed = SplitSettings::of(&opts.split).seed;
     let first = opts
         .first
-        .map(|f| split.train_tree(&f, opts.waits_ms, seed))
+        .map(|f| {
+            STEPS.begin("training the first stage");
+            split.train_tree(&f, opts.waits_ms, seed)
+        })
         .transpose()?;
+    STEPS.begin("training the fast stage");
     let fast = split.train_tree(&opts.fast, opts.waits_ms, seed)?;
+    STEPS.begin("training the slow stage");
     let slow = split.train_slow(opts.slow, opts.waits_ms, opts.mlp)?;
+    STEPS.begin("writing and calibrating the models");
     write_models_dir(&opts.out, &split, opts, first.as_deref(), &fast, &slow)?;
+    STEPS.begin("scoring the stages");
     let report = report(&split, opts)?;
     std::fs::write(
         opts.out.join("metrics.json"),

@@ -47,6 +47,7 @@ pub mod report;
 pub mod router;
 pub mod services;
 pub mod system;
+pub mod ticker;
 pub mod verdict;
 pub mod xdp;
 

@@ -163,6 +163,11 @@ fn conflicting_options_are_refused() {
         "--fast-wait-ms",
         "longer than --max-wait-ms",
     );
+    refused(
+        &["bench", "--write-capture", "x.pcap", "--memory"],
+        "--write-capture",
+        "cannot be used",
+    );
 }
 
 #[test]
@@ -364,6 +369,37 @@ fn piped_stderr_gets_no_progress_lines_and_quiet_no_info() {
     );
     let (code, _, err) = serveflow(&["-q", "-v", "status"]);
     assert_eq!(code, 2, "--quiet and --verbose conflict: {err}");
+}
+
+/// What serveflow wrote to a terminal (a pty made by `script`, from bsdutils).
+fn on_a_terminal(args: &str) -> String {
+    let command = format!(
+        "{} {args} {} --no-pin",
+        env!("CARGO_BIN_EXE_serveflow"),
+        smoke().display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("running script (bsdutils, installed by cargo xtask setup)");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_terminal_gets_the_progress_line_unless_quiet() {
+    let shown = on_a_terminal("replay");
+    assert!(
+        shown.contains("replay: 0 packets, 0 flows, 0 escalated")
+            || shown.contains(" flows, 0 escalated ("),
+        "{shown:?}"
+    );
+    assert!(shown.contains("42 in, 42 verdicts"), "{shown:?}");
+    let quiet = on_a_terminal("-q replay");
+    assert!(!quiet.contains("replay: "), "{quiet:?}");
+    assert!(quiet.contains("42 in, 42 verdicts"), "{quiet:?}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's own commands. `setup` installs everything a fresh machine
 //! lacks; `demo` (the README's main job) and `test` (the README's test command) run it first.
 
+mod compare;
 mod demo;
 mod fuzz;
 mod live_bench;
@@ -25,8 +26,8 @@ enum Cmd {
     /// Install what is missing: pinned toolchains, rust-src, bpf-linker, apt packages, bpffs,
     /// and the tests' engines (pmacct, tshark, chromium, tansu, confluent-kafka).
     Setup,
-    /// The main job on a built-in default: a throwaway veth test bed, `serveflow run` on one
-    /// end, a generated capture replayed from the other, and the summary.
+    /// The main job on a built-in default: real clients and servers in a throwaway test bed,
+    /// their link mirrored into `serveflow run` with the bundled models, and the tables.
     Demo,
     /// Every check CI runs: fmt, clippy, unit and integration tests (root for the netns ones).
     Test,
@@ -35,6 +36,16 @@ enum Cmd {
     /// Zero-loss new flows/s through the live path on the veth test bed (a rate sweep), with
     /// the sender's own ceiling measured alone.
     LiveBench,
+    /// serveflow against NFStream and ndpiReader on one large capture amplified from
+    /// ../shared/data: wall time and peak RSS, min/median/max of alternating rounds.
+    Compare {
+        /// Distinct flows in the capture (~13 packets each).
+        #[arg(long, default_value_t = 160_000)]
+        flows: u64,
+        /// Rounds; each runs every tool once, in a rotating order.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+        rounds: u64,
+    },
     /// Coverage-guided fuzzing (cargo-fuzz, libFuzzer + ASan) of the packet parser, capture
     /// reader, name parsers, LightGBM parser and models-directory loader.
     Fuzz {
@@ -55,6 +66,14 @@ fn main() -> ExitCode {
         Cmd::Test => setup::run().and_then(|()| test::run()),
         Cmd::Models => setup::base().and_then(|()| models::run()),
         Cmd::LiveBench => setup::base().and_then(|()| live_bench::run()),
+        Cmd::Compare { flows, rounds } => setup::base()
+            .and_then(|()| setup::compare_engines())
+            .and_then(|()| {
+                compare::run(&compare::CompareOptions {
+                    flows,
+                    rounds: rounds as usize,
+                })
+            }),
         Cmd::Fuzz { minutes, target } => {
             setup::base().and_then(|()| fuzz::run(minutes, target.as_deref()))
         }

@@ -61,6 +61,10 @@ const TEST_APT: [(&str, &str); 3] = [
     ("chromium", "chromium"),
 ];
 
+/// What `cargo xtask compare` measures serveflow against: nDPI's own reader (Debian's nDPI
+/// 4.2); NFStream comes from PyPI into `.tools/venv`.
+const COMPARE_APT: [(&str, &str); 1] = [("ndpiReader", "libndpi-bin")];
+
 /// The Kafka-protocol broker of the export tests, with its in-memory storage (`dynostore`).
 const TANSU_VERSION: &str = "0.6.0";
 
@@ -85,6 +89,21 @@ pub fn test_engines() -> anyhow::Result<()> {
     apt_packages(&TEST_APT)?;
     kafka_consumer()?;
     tansu()
+}
+
+/// The peers of `cargo xtask compare`.
+pub fn compare_engines() -> anyhow::Result<()> {
+    apt_packages(&COMPARE_APT)?;
+    cmake()?;
+    let venv = crate::root().join(".tools/venv");
+    let there = Command::new(venv.join("bin/python"))
+        .args(["-c", "import nfstream"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if there {
+        return Ok(());
+    }
+    exec(Command::new(venv.join("bin/pip")).args(["install", "-q", "nfstream>=6.5"]))
 }
 
 fn nightly() -> anyhow::Result<()> {

@@ -13,14 +13,17 @@
 use std::{
     io::Write as _,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
 };
 
 use anyhow::Context as _;
 use serde::Serialize;
 
 use serveflow::{
-    capture::{amplify::Amplified, inputs, merge::MergedCaptures},
+    capture::{amplify::Amplified, inputs, merge::MergedCaptures, pcap_out::PcapOut},
     config::{Mode, PoolConfig, Speed},
     export::{Exporter, SinkConfig, SinkReport, Target},
     flow::FlowConfig,
@@ -32,10 +35,9 @@ use serveflow::{
     verdict::VerdictOutput,
 };
 
-use super::{
-    args::{self, ConfigArgs, ModelArgs, WaitArgs},
-    progress::{pipeline_totals, Ticker},
-};
+use serveflow::ticker::{count, pipeline_totals, Ticker};
+
+use super::args::{self, ConfigArgs, ModelArgs, WaitArgs};
 
 /// `serveflow bench`: serving benchmark: fast-only vs slow-only vs cascade accuracy and
 /// latency on the held-out test captures, then service rate on amplified captures over 1..N
@@ -74,6 +76,11 @@ pub struct BenchArgs {
     /// Also time the one-worker rate run exporting to this sink (repeatable; each alone).
     #[arg(long = "export", value_name = "URL", value_parser = args::export_target)]
     pub export: Vec<Target>,
+    /// Only write the rate run's input, the nDPI captures amplified to --flows flows (their
+    /// Ethernet frames), to this pcap file: the same capture for other tools (`cargo xtask
+    /// compare` times NFStream and ndpiReader on it).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["memory", "export", "json", "out", "max_workers"])]
+    pub write_capture: Option<PathBuf>,
 }
 
 impl BenchArgs {
@@ -99,6 +106,7 @@ impl BenchArgs {
             exports: self.export.clone(),
             memory: self.memory,
             json: self.json,
+            write_capture: self.write_capture.clone(),
         })
     }
 }
@@ -130,6 +138,8 @@ pub struct BenchOptions {
     pub memory: bool,
     /// JSON on stdout instead of the tables.
     pub json: bool,
+    /// Only write the rate run's input to this pcap file.
+    pub write_capture: Option<PathBuf>,
 }
 
 /// One accuracy/latency row.
@@ -262,8 +272,42 @@ fn cascade(models: &Path, mode: Mode) -> anyhow::Result<Arc<Cascade>> {
     Ok(Arc::new(c))
 }
 
+/// Writes the rate run's input as a pcap file and says what it holds.
+fn write_capture(opts: &BenchOptions, path: &Path) -> anyhow::Result<()> {
+    serveflow::report::files::check_output_file(path).context("--write-capture")?;
+    let base = ndpi_packets(opts)?;
+    let (base_flows, loops, rest) = Amplified::with_flows(&base, opts.flows, 1_000).plan();
+    let mut out =
+        PcapOut::create(path, 1).with_context(|| format!("creating {}", path.display()))?;
+    let done = Arc::new(AtomicU64::new(0));
+    let ticker = {
+        let done = done.clone();
+        Ticker::start("write", move || {
+            format!("{} frames", count(done.load(Relaxed)))
+        })
+    };
+    for p in Amplified::with_flows(&base, opts.flows, 1_000) {
+        out.write(&p)
+            .with_context(|| format!("writing {}", path.display()))?;
+        done.fetch_add(1, Relaxed);
+    }
+    drop(ticker);
+    let (written, other) = (out.written, out.other_link);
+    out.finish()
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!(
+        "wrote {}: {written} Ethernet frames of {} flows ({base_flows} flows of nDPI captures x {loops} loops + {rest}); {other} frames of other link types left out",
+        path.display(),
+        opts.flows
+    );
+    Ok(())
+}
+
 /// Runs the benchmark and prints its tables.
 pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
+    if let Some(path) = &opts.write_capture {
+        return write_capture(opts, path);
+    }
     if let Some(path) = &opts.out {
         serveflow::report::files::check_output_file(path).context("--out")?;
     }

@@ -19,7 +19,7 @@ use serveflow::{
     verdict::VerdictOutput,
 };
 
-use super::progress::{pipeline_totals, Ticker};
+use serveflow::ticker::{pipeline_totals, Ticker};
 
 /// The memory measurement.
 #[derive(Debug, Serialize)]

@@ -28,10 +28,9 @@ use serveflow::{
     pipeline::cascade::Cascade,
 };
 
-use super::{
-    args::{self, choice, ConfigArgs, WaitArgs},
-    progress::Ticker,
-};
+use serveflow::ticker::Ticker;
+
+use super::args::{self, choice, ConfigArgs, WaitArgs};
 
 /// `serveflow calibrate`: pick routing thresholds on labeled captures for a target and write
 /// them into a models directory's manifest.

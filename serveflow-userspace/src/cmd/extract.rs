@@ -22,10 +22,9 @@ use serveflow::{
     services::ServiceMap,
 };
 
-use super::{
-    args::{self, ConfigArgs},
-    progress::{count, Ticker},
-};
+use serveflow::ticker::{count, Ticker};
+
+use super::args::{self, ConfigArgs};
 
 /// `serveflow extract`: read pcap/pcapng files as one timeline and write one row per TCP/UDP
 /// flow.

@@ -8,7 +8,6 @@ pub mod calibrate;
 pub mod docs;
 pub mod extract;
 pub mod models;
-pub mod progress;
 pub mod replay;
 pub mod run;
 pub mod status;

@@ -29,10 +29,9 @@ use serveflow::{
     verdict::VerdictOutput,
 };
 
-use super::{
-    args::{self, ConfigArgs, ModelArgs, OutputArgs, RoutingArgs, ServingArgs},
-    progress::{pipeline_totals, Ticker},
-};
+use serveflow::ticker::{pipeline_totals, Ticker};
+
+use super::args::{self, ConfigArgs, ModelArgs, OutputArgs, RoutingArgs, ServingArgs};
 
 /// `serveflow replay`: classify the flows of capture files with the fast-slow pipeline: one
 /// verdict per flow, a summary, and an HDR latency report.

@@ -24,6 +24,7 @@ impl TrainerArgs {
         let program = beside.unwrap_or_else(|| PathBuf::from("serveflow-train"));
         let status = std::process::Command::new(&program)
             .arg(command)
+            .args(serveflow::ticker::quiet().then_some("--quiet"))
             .args(&self.args)
             .status()
             .with_context(|| {

@@ -203,6 +203,7 @@ fn route(packet: CapturedPacket, workers: usize) -> (usize, Routed) {
 
 /// Hands a batch of routed frames to their owner and their buffers back to the pool.
 fn owner_handles(w: &mut Worker, batch: Vec<Routed>) {
+    w.new_burst();
     for r in batch {
         w.routed(&r.packet, r.headers);
         r.packet.recycle();

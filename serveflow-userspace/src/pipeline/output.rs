@@ -62,6 +62,12 @@ impl Clock {
         self.start.elapsed().as_nanos() as u64
     }
 
+    /// Whether a packet stamped `ts_ns` arrived after the wall-clock reading `wall` (only a
+    /// live clock's packets carry times on the wall clock's origin).
+    pub fn arrived_after(&self, ts_ns: u64, wall: u64) -> bool {
+        self.source_time && ts_ns > wall
+    }
+
     /// Latency-clock time of a packet with capture/arrival timestamp `ts_ns` handled now.
     pub fn arrival(&self, ts_ns: u64, wall: u64) -> u64 {
         if self.virtual_time {
@@ -216,5 +222,21 @@ mod tests {
         let virt = Clock::new(true);
         assert_eq!(virt.arrival(5, 10), 5);
         assert_eq!(virt.flow_start(5, virt.arrival(5, 10)), 5);
+    }
+
+    #[test]
+    fn only_live_packets_can_arrive_after_a_clock_reading() {
+        let live = Clock::live(Instant::now());
+        assert!(
+            live.arrived_after(11, 10),
+            "the reading is stale: read again"
+        );
+        assert!(!live.arrived_after(10, 10) && !live.arrived_after(9, 10));
+        for other in [Clock::new(false), Clock::new(true)] {
+            assert!(
+                !other.arrived_after(u64::MAX, 10),
+                "capture times are another clock"
+            );
+        }
     }
 }

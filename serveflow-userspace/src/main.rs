@@ -85,6 +85,21 @@ fn message(e: &anyhow::Error) -> String {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_arena_eager_commit` in mimalloc.h's option enum (the fifth, in v2 and v3).
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+
+/// Arenas committed as they are used, not all at once: eager commit doubled the system time
+/// (pages cleared again after each purge) and added 35 MiB of resident memory. Set from the
+/// process's constructors, before the Rust runtime's first allocation reserves an arena.
+extern "C" fn allocator_options() {
+    // SAFETY: stores one option value; mimalloc reads it when it next reserves an arena.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
+}
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static ALLOCATOR_OPTIONS: extern "C" fn() = allocator_options;
+
 fn main() -> ExitCode {
     // Every subcommand's --help ends with the exit statuses too.
     let matches = Cli::command()

@@ -69,14 +69,16 @@ impl Ticker {
                 thread: None,
             };
         }
-        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        // Set up hidden, then shown: every setter draws, and a half-set line would flash.
+        let bar = ProgressBar::hidden();
         bar.set_style(
             ProgressStyle::with_template("{spinner} {prefix}: {msg} ({elapsed})")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         bar.set_prefix(what);
-        // The first line is drawn before the work starts, so even a short run shows one.
         bar.set_message(line());
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        // The first line is drawn before the work starts, so even a short run shows one.
         bar.tick();
         let (b, s) = (bar.clone(), stop.clone());
         let thread = std::thread::Builder::new()

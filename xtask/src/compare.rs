@@ -62,15 +62,7 @@ pub fn run(opts: &CompareOptions) -> anyhow::Result<()> {
             data.display()
         );
     }
-    exec(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "--release",
-        "-p",
-        "serveflow-userspace",
-        "--bin",
-        "serveflow",
-    ]))?;
-    let serveflow = root.join("target/release/serveflow");
+    let serveflow = crate::build_serveflow()?;
     let dir = root.join("target/compare");
     std::fs::create_dir_all(&dir)?;
     let capture = dir.join(format!("amplified-{}.pcap", opts.flows));

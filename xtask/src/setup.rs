@@ -95,15 +95,7 @@ pub fn test_engines() -> anyhow::Result<()> {
 pub fn compare_engines() -> anyhow::Result<()> {
     apt_packages(&COMPARE_APT)?;
     cmake()?;
-    let venv = crate::root().join(".tools/venv");
-    let there = Command::new(venv.join("bin/python"))
-        .args(["-c", "import nfstream"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if there {
-        return Ok(());
-    }
-    exec(Command::new(venv.join("bin/pip")).args(["install", "-q", "nfstream>=6.5"]))
+    python_package("nfstream", "nfstream>=6.5")
 }
 
 fn nightly() -> anyhow::Result<()> {
@@ -247,15 +239,20 @@ fn cmake() -> anyhow::Result<()> {
 /// The Kafka export tests' consumer (its wheel carries a current librdkafka), in the same
 /// venv as CMake.
 fn kafka_consumer() -> anyhow::Result<()> {
+    python_package("confluent_kafka", "confluent-kafka>=2.6")
+}
+
+/// `requirement` from PyPI into `.tools/venv` (made by [`cmake`]), unless `module` imports.
+fn python_package(module: &str, requirement: &str) -> anyhow::Result<()> {
     let venv = crate::root().join(".tools/venv");
     let there = Command::new(venv.join("bin/python"))
-        .args(["-c", "import confluent_kafka"])
+        .args(["-c", &format!("import {module}")])
         .output()
         .is_ok_and(|o| o.status.success());
     if there {
         return Ok(());
     }
-    exec(Command::new(venv.join("bin/pip")).args(["install", "-q", "confluent-kafka>=2.6"]))
+    exec(Command::new(venv.join("bin/pip")).args(["install", "-q", requirement]))
 }
 
 fn tansu() -> anyhow::Result<()> {

@@ -81,7 +81,7 @@ fn message(e: &anyhow::Error) -> String {
 }
 
 /// mimalloc instead of glibc's malloc: per-flow state is allocated and freed millions of times a
-/// second across threads (docs/benchmarks.md, "Allocator").
+/// second across threads (docs/benchmarks.md, "Hot-path steps").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

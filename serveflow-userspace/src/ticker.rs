@@ -29,7 +29,7 @@ pub fn set_quiet(quiet: bool) {
 
 /// Whether progress lines are drawn: stderr is a terminal and nobody asked for quiet.
 pub fn shown() -> bool {
-    drawn(QUIET.load(Relaxed), std::io::stderr().is_terminal())
+    drawn(quiet(), std::io::stderr().is_terminal())
 }
 
 fn drawn(quiet: bool, terminal: bool) -> bool {

@@ -32,10 +32,9 @@ use serveflow::{
     limits::{self, Choice as _},
     model::{bundled, dir::ModelDir},
     pipeline::{self, cascade::Cascade, output::Truth, Feed, PipelineConfig, Progress},
+    ticker::{count, pipeline_totals, Ticker},
     verdict::VerdictOutput,
 };
-
-use serveflow::ticker::{count, pipeline_totals, Ticker};
 
 use super::args::{self, ConfigArgs, ModelArgs, WaitArgs};
 
@@ -276,7 +275,8 @@ fn cascade(models: &Path, mode: Mode) -> anyhow::Result<Arc<Cascade>> {
 fn write_capture(opts: &BenchOptions, path: &Path) -> anyhow::Result<()> {
     serveflow::report::files::check_output_file(path).context("--write-capture")?;
     let base = ndpi_packets(opts)?;
-    let (base_flows, loops, rest) = Amplified::with_flows(&base, opts.flows, 1_000).plan();
+    let amplified = Amplified::with_flows(&base, opts.flows, 1_000);
+    let (base_flows, loops, rest) = amplified.plan();
     let mut out =
         PcapOut::create(path, 1).with_context(|| format!("creating {}", path.display()))?;
     let done = Arc::new(AtomicU64::new(0));
@@ -286,7 +286,7 @@ fn write_capture(opts: &BenchOptions, path: &Path) -> anyhow::Result<()> {
             format!("{} frames", count(done.load(Relaxed)))
         })
     };
-    for p in Amplified::with_flows(&base, opts.flows, 1_000) {
+    for p in amplified {
         out.write(&p)
             .with_context(|| format!("writing {}", path.display()))?;
         done.fetch_add(1, Relaxed);

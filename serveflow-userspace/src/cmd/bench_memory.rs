@@ -16,10 +16,9 @@ use serveflow::{
     frame::{CapturedPacket, Input},
     model::dir::ModelDir,
     pipeline::{self, cascade::Cascade, Feed, PipelineConfig, Progress},
+    ticker::{pipeline_totals, Ticker},
     verdict::VerdictOutput,
 };
-
-use serveflow::ticker::{pipeline_totals, Ticker};
 
 /// The memory measurement.
 #[derive(Debug, Serialize)]

@@ -26,9 +26,8 @@ use serveflow::{
     limits::{self, Choice as _},
     model::dir::{ModelDir, MANIFEST},
     pipeline::cascade::Cascade,
+    ticker::Ticker,
 };
-
-use serveflow::ticker::Ticker;
 
 use super::args::{self, choice, ConfigArgs, WaitArgs};
 

@@ -20,9 +20,8 @@ use serveflow::{
     periodic::PeriodicExport,
     pipeline::summary::counts,
     services::ServiceMap,
+    ticker::{count, Ticker},
 };
-
-use serveflow::ticker::{count, Ticker};
 
 use super::args::{self, ConfigArgs};
 

@@ -26,10 +26,9 @@ use serveflow::{
         Feed, PipelineConfig, Progress,
     },
     report::files,
+    ticker::{pipeline_totals, Ticker},
     verdict::VerdictOutput,
 };
-
-use serveflow::ticker::{pipeline_totals, Ticker};
 
 use super::args::{self, ConfigArgs, ModelArgs, OutputArgs, RoutingArgs, ServingArgs};
 

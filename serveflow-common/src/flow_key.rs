@@ -8,7 +8,7 @@
 /// A bidirectional 5-tuple. IPv4 addresses are stored IPv4-mapped (`::ffff:a.b.c.d`), so one
 /// key type covers both families. Addresses are in network byte order, ports in host order.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FlowKey {
     /// Address of the lower endpoint.
     pub addr_lo: [u8; 16],
@@ -22,6 +22,24 @@ pub struct FlowKey {
     pub proto: u8,
     /// Explicit padding so the struct has no uninitialised bytes (map keys are hashed bytewise).
     pub pad: [u8; 3],
+}
+
+/// Every field, as three words: the derived `Hash` made ten hasher calls per key (each array
+/// with its length first), and the flow table hashes a key per packet.
+impl core::hash::Hash for FlowKey {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        state.write_u128(u128::from_ne_bytes(self.addr_lo));
+        state.write_u128(u128::from_ne_bytes(self.addr_hi));
+        let [a, b, c] = self.pad;
+        state.write_u64(
+            u64::from(self.port_lo)
+                | u64::from(self.port_hi) << 16
+                | u64::from(self.proto) << 32
+                | u64::from(a) << 40
+                | u64::from(b) << 48
+                | u64::from(c) << 56,
+        );
+    }
 }
 
 /// The kernel's running totals for one flow, both directions together.

@@ -87,7 +87,7 @@ fn traffic() -> Vec<CapturedPacket> {
             CapturedPacket {
                 ts_ns: packets[i * 100].ts_ns,
                 link: LinkType::Ethernet,
-                data: junk,
+                data: junk.into(),
                 file: 0,
             },
         );

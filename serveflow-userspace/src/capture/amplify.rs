@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use crate::{
-    frame::CapturedPacket,
+    frame::{pool, CapturedPacket},
     parse::{self, IpVersion},
 };
 
@@ -122,13 +122,14 @@ impl Iterator for Amplified<'_> {
             return None;
         }
         let src = &packets[self.next];
-        let mut p = CapturedPacket {
+        let mut data = pool::copy_of(&src.data);
+        rewrite(&mut data, src.link, self.round);
+        let p = CapturedPacket {
             ts_ns: self.base_ns + self.emitted * self.gap_ns,
             link: src.link,
-            data: src.data.clone(),
+            data: data.into(),
             file: src.file,
         };
-        rewrite(&mut p.data, p.link, self.round);
         self.emitted += 1;
         self.next += 1;
         if self.next == packets.len() {

@@ -7,16 +7,19 @@
 //! a pcapng block whose framing is broken is skipped by scanning for the next well-framed
 //! block, with its offset and reason kept for the summary. Classic pcap has no framing to
 //! resynchronise on, so an impossible record ends that file, again with offset and reason.
-//! It also reads straight from a 64 KiB buffer, without the per-file 8 MiB zeroed buffer
-//! the crate it replaced allocated.
+//! A regular file is mapped and its frames are read in place ([`crate::capture::source`]:
+//! only the bytes the parser looks at are read at all); anything else, or a file that cannot
+//! be mapped, is read through a 64 KiB buffer, without the per-file 8 MiB zeroed buffer the
+//! crate it replaced allocated.
 
 use std::{
     fs::File,
-    io::{BufReader, ErrorKind, Read, Seek, SeekFrom},
+    io::{ErrorKind, Read, SeekFrom},
     path::{Path, PathBuf},
 };
 
-use crate::frame::{pool, CapturedPacket, LinkType};
+pub use crate::capture::source::{FileSource, MappedFile, Source};
+use crate::frame::{pool, CapturedPacket, FrameData, LinkType};
 
 /// The largest packet a record may carry: libpcap's `MAXIMUM_SNAPLEN`. Anything larger is a
 /// corrupt length, not a packet.
@@ -184,16 +187,18 @@ pub struct CaptureReader<R> {
 }
 
 /// An open capture file.
-pub type CaptureFile = CaptureReader<BufReader<File>>;
+pub type CaptureFile = CaptureReader<FileSource>;
 
 impl CaptureFile {
     /// Opens a pcap or pcapng file, telling them apart by their magic number.
     pub fn open(path: &Path) -> Result<Self, CaptureError> {
-        let file = File::open(path).map_err(|source| CaptureError::Io {
+        let io = |source| CaptureError::Io {
             path: path.to_owned(),
             source,
-        })?;
-        CaptureReader::new(BufReader::with_capacity(1 << 16, file), path)
+        };
+        let file = File::open(path).map_err(io)?;
+        let source = FileSource::of(file).map_err(io)?;
+        CaptureReader::new(source, path)
     }
 }
 
@@ -234,7 +239,7 @@ fn pcapng_order(bom: [u8; 4]) -> Option<bool> {
     }
 }
 
-impl<R: Read + Seek> CaptureReader<R> {
+impl<R: Source> CaptureReader<R> {
     /// Reads the file header from `source`; `path` names it in messages.
     pub fn new(mut source: R, path: &Path) -> Result<Self, CaptureError> {
         let header_err = |reason: String| CaptureError::Header {
@@ -350,6 +355,13 @@ impl<R: Read + Seek> CaptureReader<R> {
             Format::Pcap { .. } => self.next_pcap(),
             Format::PcapNg { .. } => self.next_pcapng(),
         };
+        let next = match next {
+            Ok(Some(_)) if self.source.was_cut() => Err((
+                self.offset,
+                "the file shrank while it was read (another program cut it)".to_string(),
+            )),
+            other => other,
+        };
         match next {
             Ok(Some(packet)) => {
                 self.packets += 1;
@@ -403,7 +415,21 @@ impl<R: Read + Seek> CaptureReader<R> {
         };
         let start = self.offset;
         let mut head = [0u8; 16];
-        match self.fill(&mut head)? {
+        let filled = match self.source.lend_array::<16>() {
+            Some(Ok(h)) => {
+                head = h;
+                self.offset += 16;
+                Fill::Full
+            }
+            Some(Err(0)) => Fill::Eof,
+            Some(Err(n)) => {
+                // Move to the end, as a read of the rest would have.
+                self.offset += n as u64;
+                Fill::Cut(n)
+            }
+            None => self.fill(&mut head)?,
+        };
+        match filled {
             Fill::Eof => return Ok(None),
             Fill::Cut(n) => {
                 return Err((
@@ -426,14 +452,27 @@ impl<R: Read + Seek> CaptureReader<R> {
                 ),
             ));
         }
-        let mut data = pool::take(incl as usize);
-        data.resize(incl as usize, 0);
-        if let Fill::Cut(n) = self.fill(&mut data)? {
-            return Err((
+        let cut = |n| {
+            Err((
                 start,
                 format!("file ends inside a record ({n} of {incl} bytes)"),
-            ));
-        }
+            ))
+        };
+        let data = match self.source.lend(incl as usize) {
+            Some(Ok(frame)) => {
+                self.offset += u64::from(incl);
+                frame
+            }
+            Some(Err(n)) => return cut(n),
+            None => {
+                let mut data = pool::take(incl as usize);
+                data.resize(incl as usize, 0);
+                if let Fill::Cut(n) = self.fill(&mut data)? {
+                    return cut(n);
+                }
+                FrameData::Owned(data)
+            }
+        };
         let frac_ns = if nanos { frac } else { frac * 1000 };
         Ok(Some(CapturedPacket {
             ts_ns: sec * 1_000_000_000 + frac_ns,
@@ -497,21 +536,32 @@ impl<R: Read + Seek> CaptureReader<R> {
                 continue;
             }
             let body_len = len as usize - read as usize;
-            let mut body = std::mem::take(&mut self.scratch);
-            body.resize(body_len, 0);
-            let filled = self.fill(&mut body);
-            let outcome = match filled {
-                Err(e) => Err(e),
-                Ok(Fill::Full) => Ok(()),
-                Ok(_) => Err((start, format!("file ends inside a block of {len} bytes"))),
+            let cut = || (start, format!("file ends inside a block of {len} bytes"));
+            let body = match self.source.lend(body_len) {
+                Some(Ok(body)) => {
+                    self.offset += body_len as u64;
+                    body
+                }
+                Some(Err(_)) => return Err(cut()),
+                None => {
+                    let mut body = std::mem::take(&mut self.scratch);
+                    body.resize(body_len, 0);
+                    let filled = self.fill(&mut body);
+                    let outcome = match filled {
+                        Err(e) => Err(e),
+                        Ok(Fill::Full) => Ok(()),
+                        Ok(_) => Err(cut()),
+                    };
+                    if let Err(e) = outcome {
+                        self.scratch = body;
+                        return Err(e);
+                    }
+                    FrameData::Owned(body)
+                }
             };
-            if let Err(e) = outcome {
-                self.scratch = body;
-                return Err(e);
-            }
             let trailer = u32_at(&body, body_len - 4, big);
             if trailer != len {
-                self.scratch = body;
+                self.keep_scratch(body);
                 self.resync(
                     start,
                     &format!("block length {len} and trailing length {trailer} differ"),
@@ -519,9 +569,8 @@ impl<R: Read + Seek> CaptureReader<R> {
                 continue;
             }
             // Now the block's fields: the section header's 4-byte magic is already read.
-            let fields = &body[..body_len - 4];
-            let result = self.block(kind, big, fields);
-            self.scratch = body;
+            let result = self.block(kind, big, &body, body_len - 4);
+            self.keep_scratch(body);
             match result {
                 Ok(Some(p)) => return Ok(Some(p)),
                 Ok(None) => continue,
@@ -530,8 +579,23 @@ impl<R: Read + Seek> CaptureReader<R> {
         }
     }
 
-    /// Handles one well-framed block: a packet, an interface, a new section, or nothing.
-    fn block(&mut self, kind: u32, big: bool, b: &[u8]) -> Result<Option<CapturedPacket>, String> {
+    /// A block body read into the scratch buffer goes back to it.
+    fn keep_scratch(&mut self, body: FrameData) {
+        if let FrameData::Owned(v) = body {
+            self.scratch = v;
+        }
+    }
+
+    /// Handles one well-framed block (its first `fields` bytes of `body`): a packet, an
+    /// interface, a new section, or nothing.
+    fn block(
+        &mut self,
+        kind: u32,
+        big: bool,
+        body: &FrameData,
+        fields: usize,
+    ) -> Result<Option<CapturedPacket>, String> {
+        let b = body.get(..fields).unwrap_or_default();
         let Format::PcapNg {
             big_endian,
             interfaces,
@@ -597,7 +661,7 @@ impl<R: Read + Seek> CaptureReader<R> {
                 Ok(Some(CapturedPacket {
                     ts_ns: iface.ts_ns(ts),
                     link: iface.link,
-                    data: pool::copy_of(&b[data_at..data_at + cap as usize]),
+                    data: body.part(data_at, cap as usize),
                     file: 0,
                 }))
             }
@@ -614,7 +678,7 @@ impl<R: Read + Seek> CaptureReader<R> {
                 Ok(Some(CapturedPacket {
                     ts_ns: 0,
                     link: iface.link,
-                    data: pool::copy_of(&b[4..4 + cap]),
+                    data: body.part(4, cap),
                     file: 0,
                 }))
             }
@@ -884,7 +948,7 @@ mod tests {
         CaptureReader::new(std::io::Cursor::new(bytes), Path::new("mem.pcapng")).unwrap()
     }
 
-    fn drain<R: Read + Seek>(r: &mut CaptureReader<R>) -> Vec<CapturedPacket> {
+    fn drain<R: Source>(r: &mut CaptureReader<R>) -> Vec<CapturedPacket> {
         std::iter::from_fn(|| r.next_packet()).collect()
     }
 
@@ -910,6 +974,51 @@ mod tests {
         assert_eq!((end.after_packets, end.offset), (1, bad_at));
         assert!(end.reason.contains("4026531840"), "{}", end.reason);
         assert!(end.to_string().contains(&format!("byte {bad_at}")), "{end}");
+    }
+
+    #[test]
+    fn files_are_read_in_place_and_one_cut_while_read_ends_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cut.pcap");
+        let mut bytes = vec![
+            0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 101, 0,
+            0, 0,
+        ];
+        // 2,000 records of 100 bytes: ~230 KiB, dozens of pages.
+        for i in 0..2000u32 {
+            bytes.extend_from_slice(&i.to_le_bytes());
+            bytes.extend_from_slice(&[0; 4]);
+            bytes.extend_from_slice(&100u32.to_le_bytes());
+            bytes.extend_from_slice(&100u32.to_le_bytes());
+            bytes.extend_from_slice(&[(i % 200) as u8 + 1; 100]);
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let mut f = CaptureFile::open(&path).unwrap();
+        let first = f.next_packet().unwrap();
+        assert!(
+            matches!(first.data, FrameData::Mapped { .. }),
+            "a regular file is mapped"
+        );
+        assert_eq!(&first.data[..], &[1; 100][..]);
+        // Another program cuts the file to a tenth while it is read: no crash, an early end.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(bytes.len() as u64 / 10)
+            .unwrap();
+        let mut read = 1;
+        while f.next_packet().is_some() {
+            read += 1;
+        }
+        assert!(read < 2000, "{read} packets read of a cut file");
+        let end = f.early_end().unwrap();
+        assert!(end.reason.contains("shrank"), "{end}");
+        assert_eq!(
+            &first.data[..],
+            &[1; 100][..],
+            "a frame of a kept page reads the same"
+        );
     }
 
     #[test]

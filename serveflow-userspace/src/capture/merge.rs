@@ -102,6 +102,13 @@ impl Iterator for MergedCaptures {
     type Item = CapturedPacket;
 
     fn next(&mut self) -> Option<CapturedPacket> {
+        // One file (the usual replay) needs no merging: no heap, no packet held ahead.
+        if let [only] = self.files.as_mut_slice() {
+            if let Some(p) = self.heads[0].take() {
+                return Some(p);
+            }
+            return only.next_packet();
+        }
         let Reverse((_, i)) = self.heap.pop()?;
         let mut packet = self.heads[i].take();
         if let Some(p) = &mut packet {

@@ -105,7 +105,7 @@ mod tests {
         CapturedPacket {
             ts_ns,
             link,
-            data: (0..len).map(|i| i as u8).collect(),
+            data: (0..len).map(|i| i as u8).collect::<Vec<u8>>().into(),
             file: 0,
         }
     }

@@ -64,7 +64,7 @@ pub fn tcp_flows(flows: u32, packets: u32) -> Vec<CapturedPacket> {
             out.push(CapturedPacket {
                 ts_ns: 1_700_000_000_000_000_000 + u64::from(p) * 1_000_000 + u64::from(i) * 10,
                 link: LinkType::Ethernet,
-                data,
+                data: data.into(),
                 file: 0,
             });
         }

@@ -2,7 +2,10 @@
 //! vocabulary shared by the sources (`capture`), the parser and the pipeline, so none of them
 //! imports another for it.
 
+pub mod mapped;
 pub mod pool;
+
+use std::sync::Arc;
 
 /// What a packet source yields to the pipeline.
 #[derive(Debug)]
@@ -21,7 +24,7 @@ pub struct CapturedPacket {
     /// Link type of `data`.
     pub link: LinkType,
     /// Captured bytes (may be shorter than on the wire).
-    pub data: Vec<u8>,
+    pub data: FrameData,
     /// Index of the input file it came from (its position on the command line; 0 for live
     /// and generated traffic).
     pub file: u32,
@@ -30,7 +33,85 @@ pub struct CapturedPacket {
 impl CapturedPacket {
     /// Done with the frame: its buffer goes back to the [`pool`] for the next one read.
     pub fn recycle(self) {
-        pool::give(self.data);
+        self.data.recycle();
+    }
+}
+
+/// A frame's bytes: its own buffer, or a range of a capture file mapped in memory (read in
+/// place, see [`mapped`]). Either reads as a byte slice.
+#[derive(Clone)]
+pub enum FrameData {
+    /// A buffer of its own (from the [`pool`]).
+    Owned(Vec<u8>),
+    /// `len` bytes at `start` of a mapped file.
+    Mapped {
+        /// The file.
+        map: Arc<mapped::Mapping>,
+        /// Offset of the frame in it.
+        start: usize,
+        /// Its length.
+        len: usize,
+    },
+}
+
+impl FrameData {
+    /// `len` bytes at `at` of these (the caller checked they are there): the same mapped
+    /// range narrowed, or a copy of an own buffer's part.
+    pub fn part(&self, at: usize, len: usize) -> FrameData {
+        match self {
+            FrameData::Owned(v) => {
+                FrameData::Owned(pool::copy_of(v.get(at..at + len).unwrap_or_default()))
+            }
+            FrameData::Mapped { map, start, .. } => FrameData::Mapped {
+                map: map.clone(),
+                start: start + at,
+                len,
+            },
+        }
+    }
+
+    /// Done with the bytes: an own buffer goes back to the [`pool`].
+    pub fn recycle(self) {
+        if let FrameData::Owned(v) = self {
+            pool::give(v);
+        }
+    }
+}
+
+impl std::ops::Deref for FrameData {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            FrameData::Owned(v) => v,
+            FrameData::Mapped { map, start, len } => {
+                map.bytes().get(*start..*start + *len).unwrap_or_default()
+            }
+        }
+    }
+}
+
+impl From<Vec<u8>> for FrameData {
+    fn from(v: Vec<u8>) -> Self {
+        FrameData::Owned(v)
+    }
+}
+
+impl PartialEq for FrameData {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for FrameData {}
+
+impl std::fmt::Debug for FrameData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            FrameData::Owned(_) => "owned",
+            FrameData::Mapped { .. } => "mapped",
+        };
+        write!(f, "FrameData({kind}, {} bytes)", self.len())
     }
 }
 

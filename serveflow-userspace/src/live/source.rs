@@ -97,7 +97,7 @@ impl LiveSource {
                 buffered.push_back(CapturedPacket {
                     ts_ns: ts,
                     link: LinkType::Ethernet,
-                    data: pool::copy_of(frame),
+                    data: pool::copy_of(frame).into(),
                     file: 0,
                 })
             }) {

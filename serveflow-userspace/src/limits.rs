@@ -15,9 +15,11 @@ pub const MAX_PACKETS: u32 = 64;
 /// of two of 16-byte buckets and refuses (E2BIG) a bucket table beyond 4 GiB, i.e. beyond
 /// 2^28 entries (4e9 entries gave E2BIG here).
 pub const MAX_MAP_ENTRIES: u64 = 1 << 28;
-/// Kernel bytes per flow-map entry plus verdict-map entry, estimated (not measured): two
-/// hash elements (about 48 bytes of kernel bookkeeping each) with a 40-byte key, a 32-byte stats value and an 8-byte class.
-pub const MAP_BYTES_PER_ENTRY: u64 = 2 * 48 + 2 * 40 + 32 + 8;
+/// Kernel bytes per flow-map entry plus verdict-map entry, measured: the two maps' `memlock`
+/// (what `serveflow status` and `bpftool map show` print) over their entries, 136 + 112 at
+/// 64 Ki to 4 Mi entries on kernel 6.18 (docs/benchmarks.md). LRU maps are allocated whole
+/// when created, so this is what `--flow-map-entries` costs, empty or full.
+pub const MAP_BYTES_PER_ENTRY: u64 = 136 + 112;
 /// Most flows the userspace tables may be sized for.
 pub const MAX_FLOWS: u64 = 1 << 28;
 /// Largest slow-pool queue (flows).

@@ -168,6 +168,28 @@ fn conflicting_options_are_refused() {
         "--write-capture",
         "cannot be used",
     );
+    refused(
+        &["bench", "--steady", "60", "--memory"],
+        "--steady",
+        "cannot be used",
+    );
+    refused(&["bench", "--steady", "0"], "--steady", "outside 1..=86400");
+}
+
+#[test]
+fn the_metrics_flag_takes_off_and_an_address() {
+    // It once panicked in the argument parser on any value: now both get past parsing and the
+    // run stops at the missing interface, with an error and no panic.
+    for value in ["off", "127.0.0.1:0"] {
+        let (code, _, err) = serveflow(&["run", "-i", "sf-no-such0", "--metrics", value]);
+        assert!(code != 0 && code != 101, "{value}: exit {code}: {err}");
+        assert!(!err.contains("panicked"), "{value}: {err}");
+    }
+    refused(
+        &["run", "-i", "lo", "--metrics", "nowhere"],
+        "--metrics",
+        "nowhere",
+    );
 }
 
 #[test]

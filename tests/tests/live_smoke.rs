@@ -156,6 +156,20 @@ fn kernel_steers_only_the_packets_userspace_needs() {
     );
     assert_eq!(st[0]["flows"].as_u64().unwrap(), capture.flows, "{st:#}");
     assert!(st[0]["decided_flows"].as_u64().unwrap() > 0, "{st:#}");
+    // The per-flow maps' memory, as the kernel charges it: at least both keys and values per
+    // flow slot, the same slots in both maps.
+    let maps = st[0]["maps"].as_array().unwrap();
+    assert_eq!(maps.len(), 2, "{st:#}");
+    let slots = maps[0]["max_entries"].as_u64().unwrap();
+    assert!(
+        slots > 0 && maps[1]["max_entries"].as_u64() == Some(slots),
+        "{st:#}"
+    );
+    let per_flow = st[0]["kernel_bytes_per_flow"].as_f64().unwrap();
+    let least = (2 * std::mem::size_of::<serveflow_common::FlowKey>()
+        + std::mem::size_of::<serveflow_common::FlowStats>()
+        + 4) as f64;
+    assert!(per_flow >= least && per_flow < 4096.0, "{per_flow} {st:#}");
     assert_eq!(
         st[0]["counters"]["packets"].as_u64().unwrap(),
         st[0]["counters"]["redirected"].as_u64().unwrap()

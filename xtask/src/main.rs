@@ -4,6 +4,7 @@
 mod compare;
 mod demo;
 mod fuzz;
+mod kernel_maps;
 mod live_bench;
 mod models;
 mod setup;
@@ -36,6 +37,9 @@ enum Cmd {
     /// Zero-loss new flows/s through the live path on the veth test bed (a rate sweep), with
     /// the sender's own ceiling measured alone.
     LiveBench,
+    /// Kernel memory per flow slot: the flow and verdict maps' memlock at 64 Ki to 4 Mi
+    /// entries, read by `serveflow status` from an instance on the veth test bed.
+    KernelMaps,
     /// serveflow against NFStream and ndpiReader on one large capture amplified from
     /// ../shared/data: wall time and peak RSS, min/median/max of alternating rounds.
     Compare {
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
         Cmd::Test => setup::run().and_then(|()| test::run()),
         Cmd::Models => setup::base().and_then(|()| models::run()),
         Cmd::LiveBench => setup::base().and_then(|()| live_bench::run()),
+        Cmd::KernelMaps => setup::base().and_then(|()| kernel_maps::run()),
         Cmd::Compare { flows, rounds } => setup::base()
             .and_then(|()| setup::compare_engines())
             .and_then(|()| {

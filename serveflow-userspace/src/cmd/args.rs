@@ -251,9 +251,15 @@ pub fn speed() -> clap::builder::ValueParser {
     clap::builder::ValueParser::new(|s: &str| s.parse::<Speed>())
 }
 
+/// A `--metrics` value: an address, or None for `off`. A type of its own because clap's
+/// derive reads `Option<Option<T>>` as a flag with an optional `T` value, and a parser that
+/// yields `Option<SocketAddr>` then fails its downcast (a panic on any `--metrics`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listen(pub Option<std::net::SocketAddr>);
+
 /// `--metrics IP:PORT|off`.
 pub fn listen() -> clap::builder::ValueParser {
-    clap::builder::ValueParser::new(config::parse_listen)
+    clap::builder::ValueParser::new(|s: &str| config::parse_listen(s).map(Listen))
 }
 
 /// `*slot = v` when `v` was given.

@@ -27,7 +27,7 @@ use serveflow::{
     config::{Mode, PoolConfig, Speed},
     export::{Exporter, SinkConfig, SinkReport, Target},
     flow::FlowConfig,
-    frame::{CapturedPacket, Input},
+    frame::{pool, CapturedPacket, Input},
     labels::{FlowLabels, Split, Task},
     limits::{self, Choice as _},
     model::{bundled, dir::ModelDir},
@@ -69,6 +69,11 @@ pub struct BenchArgs {
     /// measurement: run it once per flow count).
     #[arg(long)]
     pub memory: bool,
+    /// Only run the steady-state check: this many seconds at full speed with flows arriving
+    /// and leaving at one rate, the resident memory sampled every 10 s and its growth after
+    /// the first minute fitted (600 for the ten-minute run of docs/benchmarks.md).
+    #[arg(long, value_name = "SECONDS", value_parser = limits::int::<u64>(1..=86_400, "at most a day"), conflicts_with_all = ["memory", "export", "max_workers"])]
+    pub steady: Option<u64>,
     /// Print the results as JSON on stdout instead of the tables.
     #[arg(long)]
     pub json: bool,
@@ -78,7 +83,7 @@ pub struct BenchArgs {
     /// Only write the rate run's input, the nDPI captures amplified to --flows flows (their
     /// Ethernet frames), to this pcap file: the same capture for other tools (`cargo xtask
     /// compare` times NFStream and ndpiReader on it).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["memory", "export", "json", "out", "max_workers"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["memory", "steady", "export", "json", "out", "max_workers"])]
     pub write_capture: Option<PathBuf>,
 }
 
@@ -104,6 +109,7 @@ impl BenchArgs {
             keep_going: c.capture.keep_going,
             exports: self.export.clone(),
             memory: self.memory,
+            steady: self.steady,
             json: self.json,
             write_capture: self.write_capture.clone(),
         })
@@ -135,6 +141,8 @@ pub struct BenchOptions {
     pub exports: Vec<Target>,
     /// Only the memory measurement.
     pub memory: bool,
+    /// Only the steady-state run, this many seconds.
+    pub steady: Option<u64>,
     /// JSON on stdout instead of the tables.
     pub json: bool,
     /// Only write the rate run's input to this pcap file.
@@ -206,10 +214,17 @@ pub struct ExportRow {
     pub sent_per_s: f64,
 }
 
-/// nDPI's captures, in memory: the base the rate and memory runs amplify.
+/// nDPI's captures, in memory: the base the rate and memory runs amplify. The frames own
+/// their bytes: read in place, their pages would be released behind the reader and fault
+/// back in during the run, counted as the run's memory.
 fn ndpi_packets(opts: &BenchOptions) -> anyhow::Result<Vec<CapturedPacket>> {
     let ndpi = inputs::resolve(&[opts.data.join("ndpi/pcap")], opts.keep_going)?.files;
-    Ok(MergedCaptures::open(&ndpi)?.collect())
+    Ok(MergedCaptures::open(&ndpi)?
+        .map(|mut p| {
+            p.data = pool::copy_of(&p.data).into();
+            p
+        })
+        .collect())
 }
 
 /// One full-speed run of `flows` flows amplified from `base` with `workers` and one slow
@@ -320,6 +335,16 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     let out: &mut dyn std::io::Write = if opts.json { &mut nowhere } else { &mut tables };
     let cores = core_affinity::get_core_ids().map_or(0, |c| c.len());
     writeln!(out, "models: {} | cores: {cores}", models.display())?;
+    if let Some(seconds) = opts.steady {
+        let base = ndpi_packets(opts)?;
+        let row = super::bench_steady::run(&models, &base, seconds, out)?;
+        let json = serde_json::json!({
+            "command": std::env::args().collect::<Vec<_>>().join(" "),
+            "models": models.display().to_string(),
+            "steady": row,
+        });
+        return results(opts, &json);
+    }
     if opts.memory {
         let base = ndpi_packets(opts)?;
         let row = super::bench_memory::run(&models, &base, opts.flows, out)?;

@@ -38,7 +38,7 @@ pub struct MemoryRow {
 }
 
 /// `VmRSS` and `VmHWM` of this process, KiB.
-fn memory_kib() -> Option<(u64, u64)> {
+pub(super) fn memory_kib() -> Option<(u64, u64)> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let field = |name: &str| -> Option<u64> {
         let line = status.lines().find(|l| l.starts_with(name))?;

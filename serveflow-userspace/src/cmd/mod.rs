@@ -4,6 +4,7 @@
 pub mod args;
 pub mod bench;
 pub mod bench_memory;
+pub mod bench_steady;
 pub mod calibrate;
 pub mod docs;
 pub mod extract;

@@ -61,7 +61,7 @@ pub struct RunArgs {
     /// Prometheus metrics endpoint (`GET /metrics`), IP:PORT or `off` [default:
     /// 127.0.0.1:9464].
     #[arg(long, value_parser = args::listen())]
-    pub metrics: Option<Option<std::net::SocketAddr>>,
+    pub metrics: Option<args::Listen>,
     /// Seconds between status lines on stderr (0: none) [default: 10].
     #[arg(long, value_parser = limits::int::<u64>(0..=86_400, "at most a day"))]
     pub status_interval: Option<u64>,
@@ -98,7 +98,7 @@ impl RunArgs {
         if self.summary.is_some() {
             c.export.summary.clone_from(&self.summary);
         }
-        args::set(&mut c.metrics.listen, self.metrics);
+        args::set(&mut c.metrics.listen, self.metrics.map(|l| l.0));
         args::set(&mut c.metrics.status_interval_s, self.status_interval);
         if c.capture.interface.is_none() {
             return Err(args::UsageError(

@@ -90,6 +90,26 @@ pub fn run(opts: &StatusOptions) -> anyhow::Result<()> {
             "  kernel flow map: {} flows, {} packets, {} bytes; {} flows decided",
             s.flows, s.flow_packets, s.flow_bytes, s.decided_flows
         )?;
+        if !s.maps.is_empty() {
+            let each: Vec<String> = s
+                .maps
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{} {} slots {:.1} MiB",
+                        m.name,
+                        m.max_entries,
+                        m.memlock_bytes as f64 / (1 << 20) as f64
+                    )
+                })
+                .collect();
+            writeln!(
+                out,
+                "  kernel memory: {}; {:.0} bytes per flow slot",
+                each.join(", "),
+                s.kernel_bytes_per_flow
+            )?;
+        }
         let nonzero: Vec<String> = s
             .counters
             .iter()

@@ -120,9 +120,18 @@ pub fn hlog(run: &RunStats, started: SystemTime) -> Result<Vec<u8>, String> {
             .begin_log_with(&mut buf, &mut serializer)
             .map_err(|e| format!("{e:?}"))?;
         let len = Duration::from_nanos(run.interval_ns);
-        for (slot, h) in &run.intervals {
+        if run.dropped_intervals > 0 {
+            w.write_comment(&format!(
+                "the first {} intervals were dropped: the log keeps the last {}",
+                run.dropped_intervals,
+                crate::report::MAX_INTERVALS
+            ))
+            .map_err(|e| format!("{e:?}"))?;
+        }
+        for (slot, c) in &run.intervals {
+            let Some(h) = c.decode() else { continue };
             let start = Duration::from_nanos(slot.saturating_mul(run.interval_ns));
-            w.write_histogram(h, start, len, None)
+            w.write_histogram(&h, start, len, None)
                 .map_err(|e| format!("{e:?}"))?;
         }
     }
@@ -362,7 +371,11 @@ mod tests {
                 by_class: vec![],
             },
             classes: vec![],
-            intervals: [(0, h.clone()), (3, h.clone())].into_iter().collect(),
+            intervals: [0, 3]
+                .into_iter()
+                .map(|slot| (slot, crate::report::CompactHistogram::encode(&h).unwrap()))
+                .collect(),
+            dropped_intervals: 0,
             interval_ns: 1_000_000_000,
         };
         let bytes = hlog(&run, SystemTime::UNIX_EPOCH).unwrap();

@@ -36,27 +36,115 @@ fn histogram() -> Histogram<u64> {
 const STAGES: [StageKind; 3] = [StageKind::Fast, StageKind::Slow, StageKind::Fallback];
 const TRIGGERS: [Trigger; 3] = [Trigger::Packets, Trigger::Timeout, Trigger::End];
 
-/// Per-interval histograms of end-to-end latency, shared by all threads, for the `.hlog`.
+/// Intervals the log keeps: a day of the default 1 s intervals. Older ones are dropped (and
+/// counted); the run's own histograms still hold every flow.
+pub const MAX_INTERVALS: usize = 86_400;
+
+/// One interval's histogram, serialized (V2, deflated: what the `.hlog` holds). A dense
+/// histogram over 1 ns..1 h at 3 digits is ~350 KB however few values it holds, and one a
+/// second made a long run's memory grow by 15 MiB a minute (`serveflow bench --steady`);
+/// serialized, an interval is its populated buckets only.
+#[derive(Clone, Debug)]
+pub struct CompactHistogram(Vec<u8>);
+
+impl CompactHistogram {
+    /// `h` serialized; None if the serializer refuses it.
+    pub fn encode(h: &Histogram<u64>) -> Option<Self> {
+        let mut buf = Vec::new();
+        hdrhistogram::serialization::Serializer::serialize(
+            &mut hdrhistogram::serialization::V2DeflateSerializer::new(),
+            h,
+            &mut buf,
+        )
+        .ok()?;
+        Some(CompactHistogram(buf))
+    }
+
+    /// The histogram back; None if the bytes do not decode (they always should).
+    pub fn decode(&self) -> Option<Histogram<u64>> {
+        hdrhistogram::serialization::Deserializer::new()
+            .deserialize(&mut self.0.as_slice())
+            .ok()
+    }
+
+    /// Bytes it takes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it takes none (never, for an encoded histogram).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Per-interval histograms of end-to-end latency, shared by all threads, for the `.hlog`:
+/// serialized, and at most [`MAX_INTERVALS`] of them.
 #[derive(Clone, Debug, Default)]
 pub struct IntervalLog {
-    slots: Arc<Mutex<BTreeMap<u64, Histogram<u64>>>>,
+    inner: Arc<Mutex<Intervals>>,
+}
+
+#[derive(Debug)]
+struct Intervals {
+    slots: BTreeMap<u64, CompactHistogram>,
+    dropped: u64,
+    cap: usize,
+}
+
+impl Default for Intervals {
+    fn default() -> Self {
+        Intervals {
+            slots: BTreeMap::new(),
+            dropped: 0,
+            cap: MAX_INTERVALS,
+        }
+    }
 }
 
 impl IntervalLog {
+    /// A log that keeps at most `cap` intervals (tests; runs keep [`MAX_INTERVALS`]).
+    pub fn with_cap(cap: usize) -> Self {
+        IntervalLog {
+            inner: Arc::new(Mutex::new(Intervals {
+                cap: cap.max(1),
+                ..Intervals::default()
+            })),
+        }
+    }
+
     fn add(&self, slot: u64, h: &Histogram<u64>) {
-        let mut slots = match self.slots.lock() {
+        let mut log = match self.inner.lock() {
             Ok(s) => s,
             Err(p) => p.into_inner(),
         };
-        let entry = slots.entry(slot).or_insert_with(histogram);
-        let _ = entry.add(h);
+        // Another thread's part of the same interval: add them up.
+        let merged = log
+            .slots
+            .get(&slot)
+            .and_then(CompactHistogram::decode)
+            .map(|mut m| {
+                let _ = m.add(h);
+                m
+            });
+        let Some(compact) = CompactHistogram::encode(merged.as_ref().unwrap_or(h)) else {
+            return;
+        };
+        log.slots.insert(slot, compact);
+        while log.slots.len() > log.cap {
+            log.slots.pop_first();
+            log.dropped += 1;
+        }
     }
 
-    /// The intervals recorded, by index.
-    pub fn slots(&self) -> BTreeMap<u64, Histogram<u64>> {
-        match self.slots.lock() {
-            Ok(s) => s.clone(),
-            Err(p) => p.into_inner().clone(),
+    /// The intervals kept, by index, and how many older ones were dropped.
+    pub fn slots(&self) -> (BTreeMap<u64, CompactHistogram>, u64) {
+        match self.inner.lock() {
+            Ok(s) => (s.slots.clone(), s.dropped),
+            Err(p) => {
+                let s = p.into_inner();
+                (s.slots.clone(), s.dropped)
+            }
         }
     }
 }
@@ -222,8 +310,10 @@ pub struct RunStats {
     pub tally: VerdictTally,
     /// Class names.
     pub classes: Vec<String>,
-    /// Per-interval end-to-end histograms.
-    pub intervals: BTreeMap<u64, Histogram<u64>>,
+    /// Per-interval end-to-end histograms (the last [`MAX_INTERVALS`]).
+    pub intervals: BTreeMap<u64, CompactHistogram>,
+    /// Intervals dropped before those, the log being full.
+    pub dropped_intervals: u64,
     /// Interval length (ns).
     pub interval_ns: u64,
 }
@@ -235,6 +325,7 @@ impl RunStats {
             tally: VerdictTally::new(classes.len()),
             classes,
             intervals: BTreeMap::new(),
+            dropped_intervals: 0,
             interval_ns: 1,
         };
         for mut t in threads {
@@ -242,7 +333,7 @@ impl RunStats {
             run.tally.add(&t.tally);
             run.interval_ns = t.interval_ns;
         }
-        run.intervals = log.slots();
+        (run.intervals, run.dropped_intervals) = log.slots();
         run
     }
 
@@ -484,6 +575,33 @@ mod tests {
         assert!((s.under_16ms_percent - 90.0).abs() < 1e-9);
         assert!((s.scores.unwrap().accuracy - 0.9).abs() < 1e-12);
         assert_eq!(run.intervals.len(), 2, "slots 0 and 2");
-        assert_eq!(run.intervals.values().map(Histogram::len).sum::<u64>(), 100);
+        assert_eq!(
+            run.intervals
+                .values()
+                .map(|c| c.decode().unwrap().len())
+                .sum::<u64>(),
+            100
+        );
+        assert!(
+            run.intervals.values().all(|c| c.len() < 4096),
+            "an interval takes its populated buckets, not the dense ~350 KB"
+        );
+    }
+
+    #[test]
+    fn the_interval_log_is_compact_and_bounded() {
+        let log = IntervalLog::with_cap(3);
+        let mut h = histogram();
+        h.record(1_000).unwrap();
+        for slot in 0..5 {
+            log.add(slot, &h);
+        }
+        // A second thread's part of slot 4 adds up.
+        log.add(4, &h);
+        let (slots, dropped) = log.slots();
+        assert_eq!(slots.keys().copied().collect::<Vec<_>>(), vec![2, 3, 4]);
+        assert_eq!(dropped, 2);
+        assert_eq!(slots[&4].decode().unwrap().len(), 2);
+        assert!(slots[&2].len() < 256, "{} bytes", slots[&2].len());
     }
 }

@@ -41,6 +41,40 @@ pub struct InterfaceStatus {
     pub decided_flows: u64,
     /// Packets per flow steered to userspace (0: all).
     pub steer_packets: u32,
+    /// The per-flow maps' memory as the kernel accounts it.
+    pub maps: Vec<MapMemory>,
+    /// Their memory per flow slot (both maps hold every flow; LRU maps are allocated whole
+    /// when created, so this is the cost of a flow whether the maps are empty or full).
+    pub kernel_bytes_per_flow: f64,
+}
+
+/// One kernel map's size and memory: `max_entries` and `memlock` from its fdinfo, the figures
+/// `bpftool map show` prints.
+#[derive(Debug, Serialize)]
+pub struct MapMemory {
+    /// The map.
+    pub name: &'static str,
+    /// Entries it was created for.
+    pub max_entries: u64,
+    /// Bytes the kernel charges for it.
+    pub memlock_bytes: u64,
+}
+
+/// The fdinfo figures of an open map; None where the kernel does not report them.
+fn memory(name: &'static str, map: &MapData) -> Option<MapMemory> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let fd = map.fd().as_fd().as_raw_fd();
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+    let field = |key: &str| -> Option<u64> {
+        info.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    Some(MapMemory {
+        name,
+        max_entries: field("max_entries:")?,
+        memlock_bytes: field("memlock:")?,
+    })
 }
 
 /// A pinned map that could not be read.
@@ -85,8 +119,17 @@ pub fn read(dir: &Path) -> Result<InterfaceStatus, PinnedError> {
             .map_err(read_err("counters"))?;
         totals.insert(slot.name(), per_cpu.iter().sum());
     }
+    let flows_map = open(dir, "flows")?;
+    let verdicts_map = open(dir, "verdicts")?;
+    let maps: Vec<MapMemory> = [("flows", &flows_map), ("verdicts", &verdicts_map)]
+        .into_iter()
+        .filter_map(|(name, m)| memory(name, m))
+        .collect();
+    let slots = maps.first().map_or(0, |m| m.max_entries);
+    let kernel_bytes_per_flow =
+        maps.iter().map(|m| m.memlock_bytes).sum::<u64>() as f64 / slots.max(1) as f64;
     let flows: BpfHashMap<MapData, FlowKey, FlowStats> =
-        BpfHashMap::try_from(Map::LruHashMap(open(dir, "flows")?)).map_err(read_err("flows"))?;
+        BpfHashMap::try_from(Map::LruHashMap(flows_map)).map_err(read_err("flows"))?;
     let (mut n, mut packets, mut bytes) = (0, 0, 0);
     for entry in flows.iter() {
         let (_, s) = entry.map_err(read_err("flows"))?;
@@ -95,8 +138,7 @@ pub fn read(dir: &Path) -> Result<InterfaceStatus, PinnedError> {
         bytes += s.bytes;
     }
     let verdicts: BpfHashMap<MapData, FlowKey, u32> =
-        BpfHashMap::try_from(Map::LruHashMap(open(dir, "verdicts")?))
-            .map_err(read_err("verdicts"))?;
+        BpfHashMap::try_from(Map::LruHashMap(verdicts_map)).map_err(read_err("verdicts"))?;
     let decided = verdicts.keys().filter(Result::is_ok).count() as u64;
     let steer: Array<MapData, u32> =
         Array::try_from(Map::Array(open(dir, "steer")?)).map_err(read_err("steer"))?;
@@ -112,5 +154,7 @@ pub fn read(dir: &Path) -> Result<InterfaceStatus, PinnedError> {
         flow_bytes: bytes,
         decided_flows: decided,
         steer_packets: steer.get(&STEER_PACKETS, 0).map_err(read_err("steer"))?,
+        maps,
+        kernel_bytes_per_flow,
     })
 }

@@ -18,7 +18,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use crate::capture::source::{FileSource, MappedFile, Source};
+use crate::capture::source::{FileSource, Source};
 use crate::frame::{pool, CapturedPacket, FrameData, LinkType};
 
 /// The largest packet a record may carry: libpcap's `MAXIMUM_SNAPLEN`. Anything larger is a

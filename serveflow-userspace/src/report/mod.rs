@@ -36,9 +36,10 @@ fn histogram() -> Histogram<u64> {
 const STAGES: [StageKind; 3] = [StageKind::Fast, StageKind::Slow, StageKind::Fallback];
 const TRIGGERS: [Trigger; 3] = [Trigger::Packets, Trigger::Timeout, Trigger::End];
 
-/// Intervals the log keeps: a day of the default 1 s intervals. Older ones are dropped (and
-/// counted); the run's own histograms still hold every flow.
-pub const MAX_INTERVALS: usize = 86_400;
+/// Intervals the log keeps: an hour of the default 1 s intervals (`[pipeline] interval_ms`
+/// longer keeps longer), a few KB each serialized. Older ones are dropped (and counted); the
+/// run's own histograms still hold every flow.
+pub const MAX_INTERVALS: usize = 3_600;
 
 /// One interval's histogram, serialized (V2, deflated: what the `.hlog` holds). A dense
 /// histogram over 1 ns..1 h at 3 digits is ~350 KB however few values it holds, and one a

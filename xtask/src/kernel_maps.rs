@@ -4,10 +4,10 @@
 //! what `bpftool map show` prints) and the instance is stopped. The table goes to stdout and
 //! `target/kernel-maps.md`.
 
-use std::{fmt::Write as _, io::Write as _, time::Duration};
+use std::{fmt::Write as _, io::Write as _};
 
 use anyhow::Context as _;
-use serveflow_testbed::{serveflow_bin::Running, VethPair};
+use serveflow_testbed::VethPair;
 
 use crate::root;
 
@@ -20,31 +20,22 @@ pub fn run() -> anyhow::Result<()> {
     let mut table = String::from(
         "| --flow-map-entries | flow map MiB | verdict map MiB | kernel bytes per flow slot |\n|---:|---:|---:|---:|\n",
     );
+    let summary = root().join("target/kernel-maps-summary.json");
     for n in SIZES {
-        let mut cmd = bed.command(&bed.ns_a, &bin.to_string_lossy());
-        cmd.args([
-            "run",
-            "-i",
-            &bed.dev_a,
-            "--metrics",
-            "off",
-            "--status-interval",
-            "0",
-        ])
-        .args(["--flow-map-entries", &n.to_string(), "--out", "/dev/null"]);
-        let mut serveflow = Running::spawn(cmd)?;
-        serveflow.wait_for("serveflow: ready", Duration::from_secs(60))?;
-        let status = std::process::Command::new(&bin)
-            .args(["status", "-i", &bed.dev_a, "--json"])
-            .output()
-            .context("running serveflow status")?;
-        let (code, stderr) = serveflow.stop(2)?;
-        anyhow::ensure!(
-            status.status.success() && code == 0,
-            "serveflow status: {}\nserveflow run exited with {code}: {}",
-            String::from_utf8_lossy(&status.stderr),
-            stderr.join("\n")
-        );
+        let entries = n.to_string();
+        let flags = ["--flow-map-entries", entries.as_str(), "--out", "/dev/null"];
+        let (status, _) = crate::live_bench::serve_while(&bed, &bin, &summary, &flags, || {
+            let status = std::process::Command::new(&bin)
+                .args(["status", "-i", &bed.dev_a, "--json"])
+                .output()
+                .context("running serveflow status")?;
+            anyhow::ensure!(
+                status.status.success(),
+                "serveflow status: {}",
+                String::from_utf8_lossy(&status.stderr)
+            );
+            Ok(status)
+        })?;
         let st: serde_json::Value = serde_json::from_slice(&status.stdout)?;
         let mib = |i: usize| st[0]["maps"][i]["memlock_bytes"].as_f64().unwrap_or(0.0) / 1048576.0;
         let row = format!(

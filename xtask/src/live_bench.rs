@@ -63,13 +63,13 @@ fn tcpreplay(
 
 /// Runs `serveflow run` with `flags` on the bed while `send` runs, stops it with SIGINT and
 /// returns what `send` returned with the run's summary.
-fn serve_while(
+pub(crate) fn serve_while<T>(
     bed: &VethPair,
     bin: &Path,
     summary: &Path,
     flags: &[&str],
-    send: impl FnOnce() -> anyhow::Result<(u64, f64)>,
-) -> anyhow::Result<((u64, f64), serde_json::Value)> {
+    send: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<(T, serde_json::Value)> {
     let mut cmd = bed.command(&bed.ns_a, &bin.to_string_lossy());
     cmd.args([
         "run",

@@ -239,19 +239,8 @@ fn rate_run(
 ) -> anyhow::Result<RateRow> {
     let progress = Arc::new(Progress::default());
     let config = PipelineConfig {
-        workers,
-        pool: PoolConfig {
-            threads: 1,
-            ..PoolConfig::default()
-        },
-        flow: FlowConfig {
-            idle_timeout_s: 2,
-            ..FlowConfig::default()
-        },
-        speed: Speed::Max,
         max_wait_ms,
-        progress: Some(progress.clone()),
-        ..PipelineConfig::default()
+        ..full_speed(workers, rate_flows(), progress.clone())
     };
     let source = Amplified::with_flows(base, flows, 1_000).map(Input::Packet);
     let ticker = Ticker::start("bench", pipeline_totals(progress));
@@ -280,7 +269,37 @@ fn rate_run(
     })
 }
 
-fn cascade(models: &Path, mode: Mode) -> anyhow::Result<Arc<Cascade>> {
+/// The flow table of the rate and steady-state runs: flows end 2 s of capture time after
+/// their last packet (2 M packets at 1 µs apart), so flows leave as fast as they arrive.
+pub(super) fn rate_flows() -> FlowConfig {
+    FlowConfig {
+        idle_timeout_s: 2,
+        ..FlowConfig::default()
+    }
+}
+
+/// The pipeline of every amplified run: `workers`, one slow thread, full speed, totals
+/// published to `progress`.
+pub(super) fn full_speed(
+    workers: usize,
+    flow: FlowConfig,
+    progress: Arc<Progress>,
+) -> PipelineConfig {
+    PipelineConfig {
+        workers,
+        pool: PoolConfig {
+            threads: 1,
+            ..PoolConfig::default()
+        },
+        flow,
+        speed: Speed::Max,
+        progress: Some(progress),
+        ..PipelineConfig::default()
+    }
+}
+
+/// The bundled (or named) models as a cascade in `mode`.
+pub(super) fn cascade(models: &Path, mode: Mode) -> anyhow::Result<Arc<Cascade>> {
     let mut c = Cascade::from_models(ModelDir::load(models)?);
     c.apply_mode(mode);
     Ok(Arc::new(c))

@@ -11,11 +11,10 @@ use std::{path::Path, sync::Arc};
 use serde::Serialize;
 use serveflow::{
     capture::amplify::Amplified,
-    config::{Mode, PoolConfig, Speed},
+    config::Mode,
     flow::FlowConfig,
     frame::{CapturedPacket, Input},
-    model::dir::ModelDir,
-    pipeline::{self, cascade::Cascade, Feed, PipelineConfig, Progress},
+    pipeline::{self, Feed, Progress},
     ticker::{pipeline_totals, Ticker},
     verdict::VerdictOutput,
 };
@@ -54,8 +53,7 @@ pub fn run(
     flows: u64,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<MemoryRow> {
-    let mut cascade = Cascade::from_models(ModelDir::load(models)?);
-    cascade.apply_mode(Mode::Cascade);
+    let cascade = super::bench::cascade(models, Mode::Cascade)?;
     let bound = 256
         + cascade
             .specs
@@ -65,26 +63,17 @@ pub fn run(
     let (rss_before, _) = memory_kib().unwrap_or_default();
     let progress = Arc::new(Progress::default());
     let day = 86_400;
-    let config = PipelineConfig {
-        workers: 1,
-        pool: PoolConfig {
-            threads: 1,
-            ..PoolConfig::default()
-        },
-        flow: FlowConfig {
-            idle_timeout_s: day,
-            active_timeout_s: day,
-            max_flows: usize::try_from(flows.saturating_mul(2)).unwrap_or(usize::MAX),
-            ..FlowConfig::default()
-        },
-        speed: Speed::Max,
-        progress: Some(progress.clone()),
-        ..PipelineConfig::default()
+    let flow = FlowConfig {
+        idle_timeout_s: day,
+        active_timeout_s: day,
+        max_flows: usize::try_from(flows.saturating_mul(2)).unwrap_or(usize::MAX),
+        ..FlowConfig::default()
     };
+    let config = super::bench::full_speed(1, flow, progress.clone());
     let ticker = Ticker::start("memory", pipeline_totals(progress));
     let source = Amplified::with_flows(base, flows, 1_000).map(Input::Packet);
     let r = pipeline::run(
-        Arc::new(cascade),
+        cascade,
         &config,
         Feed::Shared(source),
         &VerdictOutput::none(),

@@ -19,11 +19,9 @@ use std::{
 use serde::Serialize;
 use serveflow::{
     capture::amplify::Amplified,
-    config::{Mode, PoolConfig, Speed},
-    flow::FlowConfig,
+    config::Mode,
     frame::{CapturedPacket, Input},
-    model::dir::ModelDir,
-    pipeline::{self, cascade::Cascade, Feed, PipelineConfig, Progress},
+    pipeline::{self, Feed, Progress},
     ticker::{pipeline_totals, Ticker},
     verdict::VerdictOutput,
 };
@@ -97,23 +95,9 @@ pub fn run(
     seconds: u64,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<SteadyRow> {
-    let mut cascade = Cascade::from_models(ModelDir::load(models)?);
-    cascade.apply_mode(Mode::Cascade);
+    let cascade = super::bench::cascade(models, Mode::Cascade)?;
     let progress = Arc::new(Progress::default());
-    let config = PipelineConfig {
-        workers: 1,
-        pool: PoolConfig {
-            threads: 1,
-            ..PoolConfig::default()
-        },
-        flow: FlowConfig {
-            idle_timeout_s: 2,
-            ..FlowConfig::default()
-        },
-        speed: Speed::Max,
-        progress: Some(progress.clone()),
-        ..PipelineConfig::default()
-    };
+    let config = super::bench::full_speed(1, super::bench::rate_flows(), progress.clone());
     writeln!(
         out,
         "\nsteady state: {seconds} s at full speed, the nDPI captures amplified without end, idle timeout 2 s of capture time; resident memory every {SAMPLE_S} s\n"
@@ -155,7 +139,7 @@ pub fn run(
             })
             .map(Input::Packet);
         let r = pipeline::run(
-            Arc::new(cascade),
+            cascade,
             &config,
             Feed::Shared(source),
             &VerdictOutput::none(),

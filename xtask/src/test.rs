@@ -13,8 +13,10 @@ pub fn run() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
-    // The integration tests drive the real binary; build it first and tell them where it is.
-    crate::exec(cargo().args(["build", "-p", "serveflow-userspace", "--bin", "serveflow"]))?;
+    // The integration tests drive the real binary: `cargo test` builds it (serveflow-userspace
+    // has integration tests of its own) before any test runs, with the same features as the
+    // tests. A separate `cargo build` first resolved features without the dev-dependencies and
+    // built every dependency a second time (~1.5 GB and minutes on CI).
     let bin = root().join("target/debug/serveflow");
     crate::exec(
         cargo()

@@ -117,7 +117,7 @@ pub fn evaluate(model: &TreeModel, x: &[f32], width: usize) -> (Vec<usize>, f64)
             let start = Instant::now();
             for r in group {
                 model.predict_raw_f32(std::hint::black_box(r), &mut out);
-                model.transform(&mut out, 1.0);
+                model.probabilities(&mut out, 1.0);
             }
             times.push(start.elapsed().as_secs_f64() * 1e6 / group.len() as f64);
         }

@@ -18,6 +18,7 @@ use serveflow::{
     frame::CapturedPacket,
     model::dir::ModelDir,
     parse,
+    pipeline::cascade::Cascade,
 };
 
 fn packets() -> Vec<CapturedPacket> {
@@ -75,6 +76,30 @@ fn bench(c: &mut Criterion) {
         let models = ModelDir::load(&dir).unwrap();
         let task = models.manifest.task.clone();
         let mut group = c.benchmark_group(format!("models/{task}"));
+
+        // Each inline stage as the worker runs it: the flow's f32 row at the stage's packets,
+        // raw scores, the calibrated softmax, the router.
+        let cascade = Cascade::from_models(ModelDir::load(&dir).unwrap());
+        for stage in &cascade.inline {
+            let rows = rows(&packets, stage.features);
+            let mut probs = vec![0.0; cascade.classes.len()];
+            let mut i = 0;
+            group.throughput(Throughput::Elements(1));
+            group.bench_function(
+                format!(
+                    "inline_per_flow/{} ({} trees)",
+                    stage.name,
+                    stage.model.num_trees()
+                ),
+                |b| {
+                    b.iter(|| {
+                        i = (i + 1) % rows.len();
+                        stage.probabilities(black_box(&rows[i]), &mut probs);
+                        black_box(stage.router.route(&probs))
+                    })
+                },
+            );
+        }
 
         let fast_rows: Vec<Vec<f64>> = rows(&packets, models.fast.features)
             .into_iter()

@@ -354,7 +354,7 @@ pub fn routed(cascade: &Cascade, answers: &Answers, temperatures: &[f64]) -> Vec
                 .enumerate()
                 .map(|(s, ((stage, raw), &t))| {
                     p.copy_from_slice(&raw[i * k..(i + 1) * k]);
-                    stage.model.transform(&mut p, t);
+                    stage.model.probabilities(&mut p, t);
                     let passed = answers
                         .abstained
                         .get(s)

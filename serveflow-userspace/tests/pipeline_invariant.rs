@@ -57,7 +57,7 @@ fn run(
     source: Vec<CapturedPacket>,
 ) -> (RunResult, Vec<serde_json::Value>) {
     let lines = Lines::default();
-    let out = VerdictOutput::new(Box::new(lines.clone()));
+    let out = VerdictOutput::new(Box::new(lines.clone())).unwrap();
     let r = pipeline::run(
         cascade(mode),
         config,
@@ -248,7 +248,7 @@ fn per_worker_sources_forward_flows_to_their_owner() {
         .partition(|(i, _)| i % 2 == 0);
     let source = |v: Vec<(usize, CapturedPacket)>| v.into_iter().map(|(_, p)| Input::Packet(p));
     let lines = Lines::default();
-    let out = VerdictOutput::new(Box::new(lines.clone()));
+    let out = VerdictOutput::new(Box::new(lines.clone())).unwrap();
     let config = PipelineConfig {
         speed: Speed::Max,
         pin: false,

@@ -153,7 +153,7 @@ impl InlineStage {
     /// The stage's class probabilities for feature row `x`, at its calibrated temperature.
     pub fn probabilities(&self, x: &[f32], out: &mut [f64]) {
         self.model.predict_raw_f32(x, out);
-        self.model.transform(out, self.router.temperature);
+        self.model.probabilities(out, self.router.temperature);
     }
 }
 

@@ -147,6 +147,8 @@ pub struct RunResult {
     pub thread_panics: u64,
     /// First error writing verdicts, if any.
     pub output_error: Option<String>,
+    /// Times a deciding thread waited for the verdict-line writer (it fell behind).
+    pub output_waits: u64,
 }
 
 impl RunResult {
@@ -355,13 +357,12 @@ where
     });
     let (outputs, worker_counters, pool_counters, thread_panics) = joined;
     let wall_s = clock.wall() as f64 / 1e9;
-    let output_error = outputs
-        .iter()
-        .find_map(|o| o.lines.error().map(str::to_owned));
-    let _ = verdicts.flush();
+    // Every deciding thread's buffer hands its last verdicts over as it drops.
+    let stats_of: Vec<ThreadStats> = outputs.into_iter().map(|o| o.stats).collect();
+    let output_error = verdicts.flush().err();
     let stats = RunStats::merge(
         cascade.classes.iter().map(|c| c.to_string()).collect(),
-        outputs.into_iter().map(|o| o.stats).collect(),
+        stats_of,
         &log,
     );
     RunResult {
@@ -372,6 +373,7 @@ where
         started,
         thread_panics,
         output_error,
+        output_waits: verdicts.waits(),
     }
 }
 

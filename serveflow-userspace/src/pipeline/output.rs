@@ -1,6 +1,6 @@
 //! What a deciding thread (fast-path worker or slow-pool thread) does with a verdict: stamp its
 //! latency on the run's clock, score it against the labels when given, record it in the
-//! thread's histograms and write its JSON line.
+//! thread's histograms and hand it to the verdict-line writer.
 
 use std::{path::PathBuf, sync::Arc, time::Instant};
 
@@ -173,6 +173,13 @@ impl ThreadOutput {
         }
     }
 
+    /// The thread idles: the hook hands on what it holds, and verdict lines held back too
+    /// long go to the writer.
+    pub fn idle(&mut self) {
+        self.flush_hook();
+        self.lines.idle(self.clock.wall());
+    }
+
     /// Finishes `v` (latency, truth), records and writes it. `class` is its label's index.
     /// Serving time is the wall time since the trigger was handled.
     pub fn emit(&mut self, v: Verdict, class: usize, timing: Timing) {
@@ -194,7 +201,7 @@ impl ThreadOutput {
             hook.decided(&v, class);
         }
         self.stats.record(&v, class, scored, wall);
-        self.lines.push(&v);
+        self.lines.push(v, wall);
     }
 }
 

@@ -4,7 +4,7 @@
 //! only, so they never block: a full queue means the flow keeps its best fast answer and is
 //! marked `fallback`. Each pool thread takes the first job it is given, then gathers more until
 //! the batch is full or `max_wait` has passed since that first job, runs the model once for the
-//! batch and writes the verdicts itself. A model error or a panic in a batch turns that
+//! batch and hands the verdicts on itself. A model error or a panic in a batch turns that
 //! batch's flows into fallback verdicts: no flow is lost.
 
 use std::{
@@ -218,7 +218,7 @@ pub fn serve(
             }
         }
         if rx.is_empty() {
-            out.flush_hook();
+            out.idle();
         }
     }
     if let Some(sim) = simulated.as_mut() {

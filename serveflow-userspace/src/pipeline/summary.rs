@@ -64,6 +64,9 @@ pub struct ServingSummary {
     pub packet_panics: u64,
     /// Threads that panicked outside the per-packet guard.
     pub thread_panics: u64,
+    /// Times a deciding thread waited because the verdict lines' writer fell behind (a slow
+    /// disk or a pipe not read): nothing is lost, the data path slowed down.
+    pub verdict_output_waits: u64,
     /// Wall time (s).
     pub wall_s: f64,
     /// Flows in per wall second.
@@ -107,6 +110,7 @@ impl ServingSummary {
             slow_failed: r.pool.iter().map(|p| p.failed).sum(),
             packet_panics: sum(|w| w.panics),
             thread_panics: r.thread_panics,
+            verdict_output_waits: r.output_waits,
             wall_s: r.wall_s,
             new_flows_per_s: flows_in as f64 / r.wall_s.max(1e-9),
             result: r.stats.summary(),
@@ -176,6 +180,13 @@ impl ServingSummary {
             for line in lines {
                 writeln!(out, "inputs:    {label}: {line}")?;
             }
+        }
+        if self.verdict_output_waits > 0 {
+            writeln!(
+                out,
+                "output:    the verdict lines' writer fell behind {} times (the deciding threads waited for it)",
+                self.verdict_output_waits
+            )?;
         }
         for line in export::summary_lines(&self.exports) {
             writeln!(out, "{line}")?;

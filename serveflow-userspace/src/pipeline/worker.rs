@@ -303,7 +303,7 @@ impl Worker {
             let wall = clock.wall();
             self.run_deadlines(wall, wall);
         }
-        self.decider.out.flush_hook();
+        self.decider.out.idle();
         self.publish();
     }
 

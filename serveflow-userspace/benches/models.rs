@@ -1,8 +1,8 @@
 //! The two model stages on one core, with the bundled models (`models/<task>/`, or the
 //! directory in `SERVEFLOW_BENCH_MODELS`) fed the feature rows of real flows (all of
 //! ../shared/data/ndpi when present, else generated TCP flows).
-//! Targets (issue 4): fast model <= 2 us per flow (p50); slow model <= 15 us per flow at
-//! batch 32.
+//! Targets (issue 17): each inline stage (row -> calibrated probabilities -> route) <= 1 us
+//! per flow; slow model <= 5 us per flow at batch 32.
 //!
 //! Run: `cargo bench -p serveflow-userspace --bench models`
 

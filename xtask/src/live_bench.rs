@@ -6,8 +6,9 @@
 //! `serveflow run` (release, bundled models, one queue and worker, one slow thread) classifies what
 //! arrives and the run counts as zero-loss when every flow sent got its verdict and no socket
 //! dropped a frame. Last, the AF_XDP packet rate at the sender's top speed, classifying every
-//! packet against draining only, on those 2-packet flows and on real traffic (nDPI's captures
-//! from ../shared/data, when present).
+//! packet against draining only, on those 2-packet flows (decided inline, and every one
+//! escalated to the slow model) and on real traffic (nDPI's captures from ../shared/data,
+//! when present).
 
 use std::{path::Path, time::Duration};
 
@@ -188,13 +189,35 @@ pub fn run() -> anyhow::Result<()> {
     }
     // AF_XDP packet rate at the sender's top speed: serveflow classifying every packet
     // (--no-steer) against the same sockets drained with no processing (--drain-only), for the
-    // 2-packet flows above (every packet an early packet of a new flow: the worst case) and,
-    // where ../shared/data is present, for real traffic (nDPI's captures, ~12 packets a flow).
-    let mut workloads = vec![("udp 2-packet flows", pcap.clone(), 100u64)];
+    // 2-packet flows above (every packet an early packet of a new flow) and, where
+    // ../shared/data is present, for real traffic (nDPI's captures, ~12 packets a flow).
+    // The worst case: every packet an early packet of a new flow and every flow escalated to
+    // the slow model (a routing threshold of 0: any uncertainty escalates). The bundled models
+    // decide these DNS-like flows inline, so without it they would not reach the slow stage.
+    let escalate_all = out_dir.join("escalate-all.toml");
+    std::fs::write(
+        &escalate_all,
+        "# cargo xtask live-bench: every flow to the slow stage\n[routing]\nthreshold = 0.0\n",
+    )?;
+    let escalate_all = escalate_all.to_string_lossy().into_owned();
+    let mut workloads = vec![
+        ("udp 2-packet flows", pcap.clone(), 100u64, None),
+        (
+            "udp 2-packet flows, every flow escalated",
+            pcap.clone(),
+            100,
+            Some(escalate_all.as_str()),
+        ),
+    ];
     match real_mix(&out_dir) {
         Ok(Some((mix, packets, flows))) => {
             eprintln!("xtask: real traffic mix: {packets} packets in {flows} flows from nDPI's Ethernet captures");
-            workloads.push(("nDPI captures", mix, (1_000_000 / packets.max(1)).max(1)));
+            workloads.push((
+                "nDPI captures",
+                mix,
+                (1_000_000 / packets.max(1)).max(1),
+                None,
+            ));
         }
         Ok(None) => eprintln!("xtask: ../shared/data is absent: no real-traffic packet rate"),
         Err(e) => eprintln!("xtask: no real-traffic packet rate: {e:#}"),
@@ -204,7 +227,11 @@ pub fn run() -> anyhow::Result<()> {
     // rounds each, and the median round's ratio is the result.
     let mut rates = Vec::new();
     let mut ratios = Vec::new();
-    for (workload, capture, loops) in &workloads {
+    for (workload, capture, loops, config) in &workloads {
+        let classify: Vec<&str> = match config {
+            Some(c) => vec!["--no-steer", "--config", c],
+            None => vec!["--no-steer"],
+        };
         let (sent, secs) = tcpreplay(&bed, capture, None, *loops)?;
         eprintln!(
             "xtask: {workload}: sender alone (nothing attached): {:.0} packets/s",
@@ -219,7 +246,7 @@ pub fn run() -> anyhow::Result<()> {
                     "drain-only (copy-mode ceiling)",
                     &["--drain-only", "--no-steer"][..],
                 ),
-                ("serveflow, every packet classified", &["--no-steer"][..]),
+                ("serveflow, every packet classified", &classify[..]),
             ] {
                 let summary = out_dir.join("summary-rate.json");
                 let ((sent, secs), s) = serve_while(&bed, &bin, &summary, flags, || {
@@ -233,9 +260,13 @@ pub fn run() -> anyhow::Result<()> {
                     + s["socket_drops"]["rx_fill_ring_empty_descs"]
                         .as_u64()
                         .unwrap_or(0);
-                eprintln!("xtask: {workload} round {round}: {name}: sender {sent} packets in {secs:.2} s, received {received} (socket drops {drops}): {rate:.0} packets/s");
+                let escalated = s["serving"]["escalated"].as_u64().unwrap_or(0);
+                let fallback = s["serving"]["result"]["verdicts"]["fallback"]
+                    .as_u64()
+                    .unwrap_or(0);
+                eprintln!("xtask: {workload} round {round}: {name}: sender {sent} packets in {secs:.2} s, received {received} (socket drops {drops}, escalated flows {escalated}, fallbacks {fallback}): {rate:.0} packets/s");
                 pair.push(rate);
-                rates.push(serde_json::json!({"workload": workload, "round": round, "receiver": name, "sent": sent, "seconds": secs, "received": received, "socket_drops": drops, "packets_per_s": rate}));
+                rates.push(serde_json::json!({"workload": workload, "round": round, "receiver": name, "sent": sent, "seconds": secs, "received": received, "socket_drops": drops, "escalated_flows": escalated, "fallbacks": fallback, "packets_per_s": rate}));
             }
             if let [drain, serve] = pair.as_slice() {
                 round_ratios.push(serve / drain.max(1e-9));

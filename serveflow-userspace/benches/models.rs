@@ -101,6 +101,27 @@ fn bench(c: &mut Criterion) {
             );
         }
 
+        // The same with the rows in cache, as the worker has them (it writes a flow's row just
+        // before the stage reads it): 64 rows (a period no branch predictor learns), at most
+        // 320 KB. The cycle above over every flow's row fetches each from memory, which is
+        // most of the difference for the wide rows (1,224 values in the device first stage).
+        for stage in &cascade.inline {
+            let rows: Vec<Vec<f32>> = rows(&packets, stage.features)
+                .into_iter()
+                .take(64)
+                .collect();
+            let mut probs = vec![0.0; cascade.classes.len()];
+            let mut i = 0;
+            group.throughput(Throughput::Elements(1));
+            group.bench_function(format!("inline_cached_row/{}", stage.name), |b| {
+                b.iter(|| {
+                    i = (i + 1) % rows.len();
+                    stage.probabilities(black_box(&rows[i]), &mut probs);
+                    black_box(stage.router.route(&probs))
+                })
+            });
+        }
+
         let fast_rows: Vec<Vec<f64>> = rows(&packets, models.fast.features)
             .into_iter()
             .map(|r| r.into_iter().map(f64::from).collect())

@@ -173,11 +173,11 @@ impl ThreadOutput {
         }
     }
 
-    /// The thread idles: the hook hands on what it holds, and verdict lines held back too
-    /// long go to the writer.
-    pub fn idle(&mut self) {
+    /// The thread idles at wall time `wall` (ns): the hook hands on what it holds, and
+    /// verdict lines held back too long go to the writer.
+    pub fn idle(&mut self, wall: u64) {
         self.flush_hook();
-        self.lines.idle(self.clock.wall());
+        self.lines.idle(wall);
     }
 
     /// Finishes `v` (latency, truth), records and writes it. `class` is its label's index.

@@ -218,7 +218,8 @@ pub fn serve(
             }
         }
         if rx.is_empty() {
-            out.idle();
+            let wall = out.clock.wall();
+            out.idle(wall);
         }
     }
     if let Some(sim) = simulated.as_mut() {

@@ -299,11 +299,11 @@ impl Worker {
     pub fn tick(&mut self) {
         self.new_burst();
         let clock = self.decider.out.clock;
+        let wall = clock.wall();
         if !clock.is_virtual() {
-            let wall = clock.wall();
             self.run_deadlines(wall, wall);
         }
-        self.decider.out.idle();
+        self.decider.out.idle(wall);
         self.publish();
     }
 

@@ -271,8 +271,12 @@ fn write_lines(rx: &Receiver<Msg>, mut out: Box<dyn Write + Send>, shared: &Shar
         match msg {
             Msg::Verdicts(verdicts) => {
                 for v in &verdicts {
+                    let start = text.len();
                     if serde_json::to_writer(&mut text, v).is_ok() {
                         text.push(b'\n');
+                    } else {
+                        // Never half a line in the output.
+                        text.truncate(start);
                     }
                 }
                 drop(verdicts);

@@ -552,8 +552,8 @@ impl TreeModel {
     }
 
     /// The serving transform: the objective's, of raw scores `out` divided by `temperature`,
-    /// in place, with an exp the compiler vectorizes (within a few ulp of libm's; ~6x faster
-    /// over 46 classes). Serving, calibration and the trainer's cascade route on these;
+    /// in place, with [`fast_exp`] (within a few ulp of libm's; 46 values in 138 ns against
+    /// 250-420 ns). Serving, calibration and the trainer's cascade route on these;
     /// [`Self::transform`] is LightGBM's own, bit for bit. `temperature` must be positive.
     pub fn probabilities(&self, out: &mut [f64], temperature: f64) {
         let k = self.trees_per_iteration;
